@@ -1,0 +1,11 @@
+from django.urls import path
+
+from . import views
+
+app_name = "analysis"
+
+urlpatterns = [
+    path("r/studies/<slug:slug>/results/", views.study_results_page, name="results"),
+    path("r/studies/<slug:slug>/results.png", views.study_results_plot, name="results-plot"),
+    path("r/studies/<slug:slug>/responses.csv", views.study_results_csv, name="results-csv"),
+]

@@ -1,0 +1,59 @@
+"""Researcher results pages: table, plot and CSV of a study."""
+
+from __future__ import annotations
+
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
+from django.shortcuts import render
+
+from studies.researcher_views import study_get_for_user
+
+from .results import SIMULATED_FILTERS, results_plot_png, study_results
+
+
+def _filter(request: HttpRequest) -> str | None:
+    value = request.GET.get("simulated", "include")
+    return value if value in SIMULATED_FILTERS else None
+
+
+@login_required
+def study_results_page(request: HttpRequest, slug: str) -> HttpResponse:
+    study = study_get_for_user(request.user, slug)
+    simulated = _filter(request)
+    if simulated is None:
+        return HttpResponseBadRequest(f"simulated must be one of {SIMULATED_FILTERS}")
+    results = study_results(study, simulated=simulated)
+    return render(
+        request,
+        "analysis/results.html",
+        {
+            "study": study,
+            "results": results,
+            "rows": results.table.to_dict("records"),
+            "simulated": simulated,
+            "filters": SIMULATED_FILTERS,
+        },
+    )
+
+
+@login_required
+def study_results_plot(request: HttpRequest, slug: str) -> HttpResponse:
+    study = study_get_for_user(request.user, slug)
+    simulated = _filter(request)
+    if simulated is None:
+        return HttpResponseBadRequest(f"simulated must be one of {SIMULATED_FILTERS}")
+    png = results_plot_png(study_results(study, simulated=simulated), title=study.title)
+    return HttpResponse(png, content_type="image/png")
+
+
+@login_required
+def study_results_csv(request: HttpRequest, slug: str) -> HttpResponse:
+    """Long-format data, one row per response (UTF-8 CSV)."""
+    study = study_get_for_user(request.user, slug)
+    simulated = _filter(request)
+    if simulated is None:
+        return HttpResponseBadRequest(f"simulated must be one of {SIMULATED_FILTERS}")
+    frame = study_results(study, simulated=simulated).responses
+    response = HttpResponse(frame.to_csv(index=False), content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="{study.slug}-responses.csv"'
+    return response

@@ -1,0 +1,155 @@
+"""Safe loading of classifier weights and construction of registered architectures.
+
+Uploaded checkpoints are never unpickled: ``.safetensors`` files are read with safetensors,
+everything else with ``torch.load(weights_only=True)``, which refuses any pickle that would
+construct arbitrary objects. (The EfficientNet-Lite package's own ``from_pretrained`` calls
+``torch.load`` without ``weights_only``; we build the network with ``from_name`` and load the
+state dict ourselves.)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import pickle
+import zipfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+
+class CheckpointError(ValueError):
+    """A weights file cannot be used: unreadable, unsafe, not a state dict, or wrong shape."""
+
+
+def _efficientnet_lite0(num_classes: int) -> nn.Module:
+    from efficientnet_lite_pytorch import EfficientNet
+
+    return EfficientNet.from_name("efficientnet-lite0", num_classes=num_classes)
+
+
+#: Architecture key -> factory(num_classes) returning an untrained nn.Module.
+ARCHITECTURES: dict[str, Callable[[int], nn.Module]] = {
+    "efficientnet-lite0": _efficientnet_lite0,
+}
+
+#: Normalisation presets in pixel units (0-255): input = (pixel - mean) / std.
+NORMALIZATION_PRESETS: dict[str, dict[str, list[float]]] = {
+    # EfficientNet-Lite (TF-Lite port): (x - 127) / 128, not the torchvision mean/std.
+    "efficientnet-lite": {"mean": [127.0, 127.0, 127.0], "std": [128.0, 128.0, 128.0]},
+    "imagenet": {"mean": [123.675, 116.28, 103.53], "std": [58.395, 57.12, 57.375]},
+}
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def state_dict_load(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a state dict from disk without executing any code it may contain.
+
+    Args:
+        path: a ``.safetensors`` file, or a ``torch.save`` file of a dict of tensors
+            (optionally wrapped as ``{"state_dict": {...}}``).
+
+    Returns:
+        Parameter name -> CPU tensor.
+
+    Raises:
+        CheckpointError: missing, truncated or corrupt file; a pickle that needs arbitrary
+            objects (refused by ``weights_only=True``); or content that is not a mapping of
+            names to tensors (a whole pickled model, a bare tensor, a list).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path.name}: weights file not found")
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            return dict(load_file(str(path), device="cpu"))
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise CheckpointError(f"{path.name}: not a readable safetensors file ({exc})") from None
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise CheckpointError(
+            f"{path.name}: refused to load: the file contains Python objects other than "
+            f"tensors, and loading it could execute code (weights_only=True). Save "
+            f"model.state_dict() or use safetensors. Details: {str(exc).splitlines()[0]}"
+        ) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path.name}: truncated or corrupt checkpoint ({exc})") from None
+    if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
+        obj = obj["state_dict"]
+    if not isinstance(obj, Mapping):
+        raise CheckpointError(
+            f"{path.name}: not a state dict (found {type(obj).__name__}); save "
+            f"model.state_dict(), not the model or a tensor"
+        )
+    bad = [k for k, v in obj.items() if not isinstance(k, str) or not torch.is_tensor(v)]
+    if bad:
+        raise CheckpointError(
+            f"{path.name}: not a state dict: entries that are not named tensors: {bad[:5]}"
+        )
+    return dict(obj)
+
+
+def model_build(architecture: str, weights_path: str | Path, num_classes: int) -> nn.Module:
+    """Build a registered architecture and load its weights strictly, in eval mode on CPU.
+
+    Raises:
+        CheckpointError: unknown architecture, or the state dict does not match it (the
+            missing and unexpected keys and shape mismatches are listed).
+    """
+    try:
+        factory = ARCHITECTURES[architecture]
+    except KeyError:
+        raise CheckpointError(
+            f"unknown architecture {architecture!r}; known: {sorted(ARCHITECTURES)}"
+        ) from None
+    state_dict = state_dict_load(weights_path)
+    model = factory(num_classes)
+    _load_strict(model, state_dict, Path(weights_path).name)
+    model.eval()
+    return model
+
+
+def _load_strict(model: nn.Module, state_dict: dict[str, torch.Tensor], name: str) -> None:
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(own))
+    mismatched = [
+        f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in sorted(set(own) & set(state_dict))
+        if tuple(own[k].shape) != tuple(state_dict[k].shape)
+    ]
+    if missing or unexpected or mismatched:
+        parts = []
+        if missing:
+            parts.append(f"missing keys ({len(missing)}): {missing[:5]}")
+        if unexpected:
+            parts.append(f"unexpected keys ({len(unexpected)}): {unexpected[:5]}")
+        if mismatched:
+            parts.append(f"shape mismatches ({len(mismatched)}): {mismatched[:3]}")
+        raise CheckpointError(f"{name}: state dict does not match the architecture: " + "; ".join(parts))
+    model.load_state_dict(state_dict, strict=True)
+
+
+def pixels_to_input(pixels: np.ndarray, mean: list[float], std: list[float]) -> torch.Tensor:
+    """Turn an (H, W, 3) uint8 photo into a normalised (1, 3, H, W) float32 tensor.
+
+    ``mean`` and ``std`` are per channel in pixel units (0-255): out = (pixel - mean) / std.
+    """
+    x = torch.from_numpy(np.ascontiguousarray(pixels)).to(torch.float32).permute(2, 0, 1)
+    m = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
+    s = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
+    return ((x - m) / s).unsqueeze(0).contiguous()

@@ -1,0 +1,211 @@
+"""Classifiers, datasets, predictions and explanation artifacts.
+
+This app knows nothing about studies: studies use its models and services one way.
+"""
+
+from __future__ import annotations
+
+from django.db import models
+from django.utils import timezone
+
+
+class ClassifierModel(models.Model):
+    """A registered image classifier: architecture, weights (with checksum) and preprocessing.
+
+    Inputs are built as: central square crop of the photo, resized to ``input_size`` x
+    ``input_size`` (bicubic), then ``(pixel - mean) / std`` per channel in 0-255 units.
+    """
+
+    name = models.CharField(max_length=200, unique=True)
+    architecture = models.CharField(max_length=100)
+    weights_path = models.CharField(max_length=1000)
+    weights_sha256 = models.CharField(max_length=64)
+    class_names = models.JSONField(help_text="List of class names, index = logit position.")
+    input_size = models.PositiveIntegerField(default=224)
+    normalization_mean = models.JSONField()
+    normalization_std = models.JSONField()
+    target_layer = models.CharField(max_length=200, help_text="Layer used by CAM methods.")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def class_name(self, index: int) -> str:
+        return str(self.class_names[index])
+
+
+class Dataset(models.Model):
+    """A named collection of labelled images."""
+
+    name = models.CharField(max_length=200, unique=True)
+    description = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Item(models.Model):
+    """One image of a dataset, stored as a normalised RGB PNG, with its label if known.
+
+    ``label_index`` is the ground-truth class index in the classifier's label space (ImageNet-1k
+    for the demo) or null when the photo shows no class of that space.
+    """
+
+    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="items")
+    name = models.CharField(max_length=200)
+    image = models.FileField(upload_to="items/")
+    sha256 = models.CharField(max_length=64, help_text="Checksum of the original file bytes.")
+    width = models.PositiveIntegerField()
+    height = models.PositiveIntegerField()
+    original_mode = models.CharField(max_length=16, blank=True)
+    label_index = models.IntegerField(null=True, blank=True)
+    label_name = models.CharField(max_length=200, blank=True)
+    source = models.CharField(max_length=300, blank=True, help_text="Where the photo came from.")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["dataset", "name"], name="item_unique_name"),
+            models.UniqueConstraint(fields=["dataset", "sha256"], name="item_unique_content"),
+        ]
+        ordering = ["dataset_id", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.dataset.name}/{self.name}"
+
+    @property
+    def has_label(self) -> bool:
+        return self.label_index is not None
+
+
+class Prediction(models.Model):
+    """The classifier's top-k output on one item.
+
+    ``topk`` is a list of ``{"index": int, "name": str, "probability": float in [0, 1]}``
+    sorted by decreasing probability (softmax over all classes).
+    """
+
+    model = models.ForeignKey(ClassifierModel, on_delete=models.CASCADE, related_name="predictions")
+    item = models.ForeignKey(Item, on_delete=models.CASCADE, related_name="predictions")
+    topk = models.JSONField()
+    predicted_index = models.IntegerField()
+    probability = models.FloatField()
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["model", "item"], name="prediction_unique"),
+        ]
+
+    @property
+    def is_correct(self) -> bool | None:
+        """True/False against the item's label; None when the item has no label."""
+        if self.item.label_index is None:
+            return None
+        return self.predicted_index == self.item.label_index
+
+    def topk_indices(self) -> list[int]:
+        return [int(entry["index"]) for entry in self.topk]
+
+
+class JobStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+
+
+class ExplanationJob(models.Model):
+    """A batch: predictions plus explanations of the top-k classes for every item of a dataset.
+
+    For items whose true class is outside the top-k, the true class is explained too (the
+    HIVE distinction task shows it when the model is wrong).
+    """
+
+    model = models.ForeignKey(ClassifierModel, on_delete=models.CASCADE, related_name="jobs")
+    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="jobs")
+    method = models.CharField(max_length=50)
+    top_k = models.PositiveSmallIntegerField(default=4)
+    status = models.CharField(max_length=20, choices=JobStatus.choices, default=JobStatus.PENDING)
+    total_items = models.PositiveIntegerField(default=0)
+    done_items = models.PositiveIntegerField(default=0)
+    failed_items = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.method} on {self.dataset} with {self.model} ({self.status})"
+
+    @property
+    def progress(self) -> float:
+        """Fraction of items finished (done or failed), in [0, 1]."""
+        if not self.total_items:
+            return 0.0
+        return (self.done_items + self.failed_items) / self.total_items
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in (JobStatus.SUCCEEDED, JobStatus.FAILED)
+
+
+class JobItemStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    DONE = "done", "Done"
+    FAILED = "failed", "Failed"
+
+
+class ExplanationJobItem(models.Model):
+    """One item of a job; its state lives in the database so a lost message loses no work."""
+
+    job = models.ForeignKey(ExplanationJob, on_delete=models.CASCADE, related_name="job_items")
+    item = models.ForeignKey(Item, on_delete=models.CASCADE, related_name="+")
+    status = models.CharField(
+        max_length=20, choices=JobItemStatus.choices, default=JobItemStatus.PENDING
+    )
+    attempts = models.PositiveSmallIntegerField(default=0)
+    error = models.TextField(blank=True)
+    duration_ms = models.PositiveIntegerField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["job", "item"], name="job_item_unique"),
+        ]
+        ordering = ["id"]
+
+
+class Explanation(models.Model):
+    """One saliency map for one (model, item, method, target class).
+
+    ``array`` is a ``.npy`` file of shape (H, W) float32 >= 0 at the model's input size (the
+    raw map, not normalised); ``overlay`` is a PNG of the map (normalised by its own max)
+    blended over the model's view of the photo.
+    """
+
+    model = models.ForeignKey(ClassifierModel, on_delete=models.CASCADE, related_name="+")
+    item = models.ForeignKey(Item, on_delete=models.CASCADE, related_name="explanations")
+    method = models.CharField(max_length=50)
+    target_index = models.IntegerField()
+    target_rank = models.IntegerField(
+        null=True, blank=True, help_text="0-based rank of the target in the prediction."
+    )
+    params = models.JSONField(default=dict)
+    array = models.FileField(upload_to="explanations/arrays/")
+    overlay = models.FileField(upload_to="explanations/overlays/")
+    max_value = models.FloatField()
+    duration_ms = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["model", "item", "method", "target_index"], name="explanation_unique"
+            ),
+        ]
+        ordering = ["item_id", "target_rank", "target_index"]

@@ -1,0 +1,170 @@
+"""Turn non-negative saliency maps into images shown to study participants.
+
+Two normalisations are offered because HIVE's tasks need different comparisons (Kim, Meister,
+Ramaswamy, Fong and Russakovsky, "HIVE: Evaluating the Human Interpretability of Visual
+Explanations", ECCV 2022, supplementary material):
+
+* :func:`normalize_each` scales every map to its own maximum (each heatmap uses the full colour
+  range; intensities are *not* comparable between maps);
+* :func:`normalize_jointly` divides all maps of one image by a single global maximum, so that
+  intensities *are* comparable across the maps, as the distinction task requires.
+
+Negative values: these are heatmap normalisers for non-negative maps (Grad-CAM's output is
+``>= 0`` by construction).  Rather than silently clipping signed attributions, which would hide
+negative evidence, both functions raise ``ValueError`` when a map contains a value ``< 0``; a
+caller with signed maps must decide explicitly (``np.clip(maps, 0, None)`` or ``np.abs(maps)``).
+
+Pure NumPy + matplotlib colormaps + Pillow; no torch, no Django.
+"""
+
+from __future__ import annotations
+
+import io
+
+import matplotlib
+import numpy as np
+from PIL import Image
+
+__all__ = ["normalize_each", "normalize_jointly", "overlay", "to_png_bytes"]
+
+
+def _check_maps(maps: np.ndarray) -> np.ndarray:
+    array = np.asarray(maps)
+    if array.ndim != 3:
+        raise ValueError(f"maps must have shape (T, H, W), got {array.shape}")
+    if array.size == 0:
+        raise ValueError(f"maps must not be empty, got shape {array.shape}")
+    if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
+        raise ValueError(f"maps must be real numbers, got dtype {array.dtype}")
+    array = array.astype(np.float32)
+    if not np.all(np.isfinite(array)):
+        raise ValueError("maps contain NaN or infinite values")
+    minimum = float(array.min())
+    if minimum < 0:
+        raise ValueError(
+            f"maps must be non-negative (min is {minimum:g}); clip (np.clip(maps, 0, None)) or "
+            "take np.abs(maps) explicitly before normalising signed attributions"
+        )
+    return array
+
+
+def normalize_each(maps: np.ndarray) -> np.ndarray:
+    """Scale every map to ``[0, 1]`` by its own maximum.
+
+    Args:
+        maps: real array of shape ``(T, H, W)``, finite, all values ``>= 0``.
+
+    Returns:
+        New ``float32`` array of shape ``(T, H, W)`` in ``[0, 1]``; ``out[i] = maps[i] /
+        maps[i].max()``, so every non-zero map reaches exactly ``1``.  An all-zero map stays
+        all zero.
+
+    Raises:
+        ValueError: wrong number of dimensions, empty, non-real dtype, NaN/inf, or a negative
+            value.
+    """
+    array = _check_maps(maps)
+    peaks = array.max(axis=(1, 2), keepdims=True)
+    safe = np.where(peaks > 0, peaks, np.float32(1))
+    return (array / safe).astype(np.float32)
+
+
+def normalize_jointly(maps: np.ndarray) -> np.ndarray:
+    """Scale all maps to ``[0, 1]`` by one global maximum, preserving relative intensities.
+
+    Used where participants compare heatmaps of different classes for the same image (HIVE
+    distinction task, Kim et al., ECCV 2022, supplement): a weak map stays visibly weaker.
+
+    Args:
+        maps: real array of shape ``(T, H, W)``, finite, all values ``>= 0``.
+
+    Returns:
+        New ``float32`` array of shape ``(T, H, W)`` in ``[0, 1]``; ``out = maps / maps.max()``.
+        If every value is zero the result is all zero.
+
+    Raises:
+        ValueError: wrong number of dimensions, empty, non-real dtype, NaN/inf, or a negative
+            value.
+    """
+    array = _check_maps(maps)
+    peak = float(array.max())
+    if peak == 0:
+        return np.zeros_like(array, dtype=np.float32)
+    return (array / np.float32(peak)).astype(np.float32)
+
+
+def overlay(
+    image: np.ndarray, saliency: np.ndarray, *, alpha: float = 0.5, cmap: str = "jet"
+) -> np.ndarray:
+    """Alpha-blend a colour-mapped saliency map over a photo.
+
+    Per pixel and channel: ``out = round((1 - alpha) * image + alpha * 255 * rgb)``, where
+    ``rgb`` in ``[0, 1]`` is ``matplotlib.colormaps[cmap](saliency)[..., :3]`` (the colormap's
+    alpha channel is ignored).  Rounding is to the nearest integer, halves to even (``np.rint``).
+
+    Args:
+        image: ``uint8`` array of shape ``(H, W, 3)`` (RGB).
+        saliency: floating-point array of shape ``(H, W)`` with values in ``[0, 1]`` (e.g. one
+            slice of :func:`normalize_each` / :func:`normalize_jointly`).
+        alpha: weight of the heatmap, ``0 <= alpha <= 1`` (``0``: the photo unchanged, ``1``:
+            the heatmap only).
+        cmap: name of a registered matplotlib colormap.
+
+    Returns:
+        New ``uint8`` array of shape ``(H, W, 3)``.
+
+    Raises:
+        ValueError: wrong image dtype/shape, saliency not floating point, shape mismatch,
+            NaN or values outside ``[0, 1]``, ``alpha`` outside ``[0, 1]``, or unknown ``cmap``.
+    """
+    image = np.asarray(image)
+    saliency = np.asarray(saliency)
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(
+            f"image must be a uint8 array of shape (H, W, 3), got {image.dtype} {image.shape}"
+        )
+    if not np.issubdtype(saliency.dtype, np.floating):
+        raise ValueError(f"saliency must be floating point in [0, 1], got dtype {saliency.dtype}")
+    if saliency.shape != image.shape[:2]:
+        raise ValueError(
+            f"saliency shape {saliency.shape} does not match image shape {image.shape[:2]}"
+        )
+    if not np.all((saliency >= 0) & (saliency <= 1)):  # also rejects NaN
+        raise ValueError(
+            "saliency values must lie in [0, 1] (normalise first); got range "
+            f"[{np.nanmin(saliency):g}, {np.nanmax(saliency):g}]"
+            + (" with NaN" if np.isnan(saliency).any() else "")
+        )
+    if not 0 <= alpha <= 1:
+        raise ValueError(f"alpha must lie in [0, 1], got {alpha!r}")
+    try:
+        colormap = matplotlib.colormaps[cmap]
+    except KeyError as exc:
+        raise ValueError(f"unknown matplotlib colormap {cmap!r}") from exc
+    rgb = colormap(saliency.astype(np.float64))[..., :3] * 255.0
+    blended = (1.0 - alpha) * image.astype(np.float64) + alpha * rgb
+    return np.clip(np.rint(blended), 0, 255).astype(np.uint8)
+
+
+def to_png_bytes(image: np.ndarray) -> bytes:
+    """Encode an image as PNG.
+
+    Args:
+        image: ``uint8`` array of shape ``(H, W, 3)`` (RGB) or ``(H, W)`` (greyscale).
+
+    Returns:
+        The PNG file contents; decoding them gives back exactly ``image``.
+
+    Raises:
+        ValueError: wrong dtype or shape, or zero height/width.
+    """
+    image = np.asarray(image)
+    if image.dtype != np.uint8:
+        raise ValueError(f"image must have dtype uint8, got {image.dtype}")
+    if not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 3)):
+        raise ValueError(f"image must have shape (H, W, 3) or (H, W), got {image.shape}")
+    if image.shape[0] == 0 or image.shape[1] == 0:
+        raise ValueError(f"image must not be empty, got shape {image.shape}")
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(image)).save(buffer, format="PNG")
+    return buffer.getvalue()

@@ -1,0 +1,465 @@
+"""Services of the explanations app: register models, import datasets, run explanation jobs.
+
+Named ``<entity>_<action>``, keyword-only, transactional. Views, commands and Celery tasks call
+these and nothing else.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from django.conf import settings
+from django.core.files.base import ContentFile
+from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.utils import timezone
+from torch import nn
+
+from . import rendering
+from .explainers.base import Explainer, ExplainerConfigError, suggest_target_layer
+from .explainers.registry import build_registry
+from .imageio import ImageDecodeError, center_square_resize, encode_png, image_decode
+from .modelio import (
+    ARCHITECTURES,
+    NORMALIZATION_PRESETS,
+    CheckpointError,
+    file_sha256,
+    model_build,
+    pixels_to_input,
+)
+from .models import (
+    ClassifierModel,
+    Dataset,
+    Explanation,
+    ExplanationJob,
+    ExplanationJobItem,
+    Item,
+    JobItemStatus,
+    JobStatus,
+    Prediction,
+)
+
+logger = logging.getLogger(__name__)
+
+PREDICTION_TOP_K = 5
+
+
+class ModelRegistrationError(ValueError):
+    """The model cannot be registered; nothing was saved."""
+
+
+# --- models ---------------------------------------------------------------------------------
+
+
+def model_register(
+    *,
+    name: str,
+    architecture: str,
+    weights_path: str | Path,
+    class_names: Sequence[str],
+    input_size: int = 224,
+    normalization: str | dict[str, list[float]] = "imagenet",
+    target_layer: str | None = None,
+) -> ClassifierModel:
+    """Validate a classifier end to end, then register it.
+
+    Validation before anything is saved: the weights load safely and match the architecture,
+    a forward pass on a dummy (1, 3, input_size, input_size) input gives one logit per class
+    name, and the CAM target layer exists (suggested as the last convolution when omitted).
+
+    Args:
+        name: unique display name.
+        architecture: a key of :data:`explanations.modelio.ARCHITECTURES`.
+        weights_path: safetensors or ``torch.save``'d state dict (loaded with
+            ``weights_only=True``).
+        class_names: one name per output logit.
+        input_size: square input side in pixels.
+        normalization: a preset name of :data:`NORMALIZATION_PRESETS` or
+            ``{"mean": [3 floats], "std": [3 floats]}`` in 0-255 pixel units.
+        target_layer: dotted module name for CAM methods.
+
+    Raises:
+        ModelRegistrationError: any check failed; the message names the problem.
+    """
+    if ClassifierModel.objects.filter(name=name).exists():
+        raise ModelRegistrationError(f"a model named {name!r} is already registered")
+    if architecture not in ARCHITECTURES:
+        raise ModelRegistrationError(
+            f"unknown architecture {architecture!r}; known: {sorted(ARCHITECTURES)}"
+        )
+    mean, std = _normalization_resolve(normalization)
+    class_names = [str(c) for c in class_names]
+    if not class_names:
+        raise ModelRegistrationError("class_names is empty")
+    try:
+        net = model_build(architecture, weights_path, num_classes=len(class_names))
+    except CheckpointError as exc:
+        raise ModelRegistrationError(str(exc)) from None
+    with torch.no_grad():
+        logits = net(torch.zeros(1, 3, input_size, input_size))
+    if logits.shape != (1, len(class_names)):
+        raise ModelRegistrationError(
+            f"a forward pass gave logits of shape {tuple(logits.shape)}, expected "
+            f"(1, {len(class_names)}) for {len(class_names)} class names"
+        )
+    layer = target_layer or suggest_target_layer(net)
+    if layer not in dict(net.named_modules()):
+        raise ModelRegistrationError(f"target layer {layer!r} does not exist in the model")
+    return ClassifierModel.objects.create(
+        name=name,
+        architecture=architecture,
+        weights_path=str(Path(weights_path).resolve()),
+        weights_sha256=file_sha256(weights_path),
+        class_names=class_names,
+        input_size=input_size,
+        normalization_mean=mean,
+        normalization_std=std,
+        target_layer=layer,
+    )
+
+
+def _normalization_resolve(
+    normalization: str | dict[str, list[float]],
+) -> tuple[list[float], list[float]]:
+    if isinstance(normalization, str):
+        try:
+            preset = NORMALIZATION_PRESETS[normalization]
+        except KeyError:
+            raise ModelRegistrationError(
+                f"unknown normalisation preset {normalization!r}; "
+                f"known: {sorted(NORMALIZATION_PRESETS)}"
+            ) from None
+        return list(preset["mean"]), list(preset["std"])
+    mean, std = list(normalization.get("mean", [])), list(normalization.get("std", []))
+    if len(mean) != 3 or len(std) != 3 or any(s <= 0 for s in std):
+        raise ModelRegistrationError("normalisation needs 3 means and 3 positive stds")
+    return [float(m) for m in mean], [float(s) for s in std]
+
+
+_NET_CACHE: dict[tuple[int, str], nn.Module] = {}
+_NET_CACHE_LOCK = threading.Lock()
+
+
+def classifier_load(model: ClassifierModel) -> nn.Module:
+    """Return the eval-mode network for a registered model, cached per process.
+
+    Raises:
+        CheckpointError: the weights changed on disk since registration (checksum differs)
+            or no longer load.
+    """
+    key = (model.pk, model.weights_sha256)
+    with _NET_CACHE_LOCK:
+        net = _NET_CACHE.get(key)
+        if net is None:
+            actual = file_sha256(model.weights_path)
+            if actual != model.weights_sha256:
+                raise CheckpointError(
+                    f"{Path(model.weights_path).name}: checksum changed since registration "
+                    f"({actual[:12]} != {model.weights_sha256[:12]})"
+                )
+            net = model_build(model.architecture, model.weights_path, model.num_classes)
+            if settings.STUDYPLATFORM_TORCH_THREADS:
+                torch.set_num_threads(settings.STUDYPLATFORM_TORCH_THREADS)
+            _NET_CACHE[key] = net
+    return net
+
+
+def item_model_view(*, item: Item, model: ClassifierModel) -> np.ndarray:
+    """The photo as the model sees it: (S, S, 3) uint8, S = ``model.input_size``.
+
+    Raises:
+        ImageDecodeError: the stored file cannot be decoded.
+    """
+    with item.image.open("rb") as fh:
+        data = fh.read()
+    decoded = image_decode(data, name=item.name, max_pixels=settings.STUDYPLATFORM_MAX_IMAGE_PIXELS)
+    return center_square_resize(decoded.pixels, model.input_size)
+
+
+# --- datasets -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ImageSource:
+    """One image to import: the file bytes, a unique name, and its label if known."""
+
+    name: str
+    data: bytes
+    label_index: int | None = None
+    label_name: str = ""
+    source: str = ""
+
+
+@dataclass
+class ImportReport:
+    """What a dataset import did: imported names, duplicates skipped, failures with reasons."""
+
+    imported: list[str] = field(default_factory=list)
+    duplicates: list[str] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+
+
+def dataset_import(
+    *, dataset: Dataset, sources: Iterable[ImageSource], max_pixels: int | None = None
+) -> ImportReport:
+    """Import images into a dataset, one transaction per image.
+
+    Every image is decoded and normalised to an RGB PNG (RGBA composited on white, grayscale
+    expanded, EXIF orientation applied). A file that fails to decode is reported in
+    ``failed`` with the reason and does not stop the others; a file whose name or content is
+    already in the dataset is reported in ``duplicates``.
+
+    Returns:
+        An :class:`ImportReport`.
+    """
+    report = ImportReport()
+    limit = max_pixels or settings.STUDYPLATFORM_MAX_IMAGE_PIXELS
+    for src in sources:
+        try:
+            decoded = image_decode(src.data, name=src.name, max_pixels=limit)
+        except ImageDecodeError as exc:
+            report.failed.append((src.name, str(exc)))
+            continue
+        if dataset.items.filter(name=src.name).exists() or dataset.items.filter(
+            sha256=decoded.sha256
+        ).exists():
+            report.duplicates.append(src.name)
+            continue
+        try:
+            with transaction.atomic():
+                item = Item(
+                    dataset=dataset,
+                    name=src.name,
+                    sha256=decoded.sha256,
+                    width=decoded.width,
+                    height=decoded.height,
+                    original_mode=decoded.original_mode,
+                    label_index=src.label_index,
+                    label_name=src.label_name,
+                    source=src.source,
+                )
+                item.image.save(
+                    f"{dataset.pk}-{decoded.sha256[:16]}.png",
+                    ContentFile(encode_png(decoded.pixels)),
+                    save=False,
+                )
+                item.save()
+        except IntegrityError:
+            report.duplicates.append(src.name)
+            continue
+        report.imported.append(src.name)
+    return report
+
+
+# --- explanation jobs -----------------------------------------------------------------------
+
+
+def explainer_classes() -> dict[str, type[Explainer]]:
+    """The enabled explainers, keyed by method key (from ``STUDYPLATFORM_EXPLAINERS``)."""
+    return build_registry(settings.STUDYPLATFORM_EXPLAINERS)
+
+
+def explanation_job_create(
+    *, model: ClassifierModel, dataset: Dataset, method: str = "gradcam", top_k: int = 4
+) -> ExplanationJob:
+    """Create a job over every item of ``dataset`` and enqueue it once the transaction commits.
+
+    Raises:
+        ValueError: unknown method, top_k outside 1..num_classes, or an empty dataset.
+    """
+    if method not in explainer_classes():
+        raise ValueError(f"unknown explanation method {method!r}; enabled: {sorted(explainer_classes())}")
+    if not 1 <= top_k <= model.num_classes:
+        raise ValueError(f"top_k must be in 1..{model.num_classes}, got {top_k}")
+    items = list(dataset.items.all())
+    if not items:
+        raise ValueError(f"dataset {dataset.name!r} has no items")
+    with transaction.atomic():
+        job = ExplanationJob.objects.create(
+            model=model, dataset=dataset, method=method, top_k=top_k, total_items=len(items)
+        )
+        ExplanationJobItem.objects.bulk_create(ExplanationJobItem(job=job, item=i) for i in items)
+        transaction.on_commit(lambda: explanation_job_enqueue(job_id=job.pk))
+    return job
+
+
+def explanation_job_enqueue(*, job_id: int) -> None:
+    """Send the job to the ``gpu`` queue (call after commit)."""
+    from .tasks import explanation_job_run_task
+
+    explanation_job_run_task.delay(job_id)
+
+
+def explanation_job_run(*, job_id: int) -> ExplanationJob:
+    """Process every pending item of a job; safe to run again after a crash.
+
+    Each item's state is committed as soon as it finishes, so a re-run continues where the
+    last one stopped, and writes are idempotent (one artifact per model, item, method and
+    target). An item that fails (undecodable image, explainer error) is marked failed with its
+    reason and the others continue.
+
+    Returns:
+        The job, finished (status succeeded when at least one item succeeded or there were
+        none, failed otherwise).
+    """
+    job = ExplanationJob.objects.select_related("model", "dataset").get(pk=job_id)
+    if job.is_finished:
+        return job
+    ExplanationJob.objects.filter(pk=job.pk, started_at__isnull=True).update(started_at=timezone.now())
+    ExplanationJob.objects.filter(pk=job.pk).update(status=JobStatus.RUNNING)
+    try:
+        net = classifier_load(job.model)
+        explainer_cls = explainer_classes()[job.method]
+        explainer = explainer_cls(net, target_layer=job.model.target_layer)
+    except (CheckpointError, ExplainerConfigError, KeyError) as exc:
+        ExplanationJob.objects.filter(pk=job.pk).update(
+            status=JobStatus.FAILED, error=f"cannot start: {exc}", finished_at=timezone.now()
+        )
+        job.refresh_from_db()
+        return job
+
+    pending = job.job_items.filter(status=JobItemStatus.PENDING).select_related("item")
+    for job_item in pending:
+        started = time.perf_counter()
+        ExplanationJobItem.objects.filter(pk=job_item.pk).update(attempts=F("attempts") + 1)
+        try:
+            explanation_item_compute(job=job, item=job_item.item, net=net, explainer=explainer)
+        except Exception as exc:  # one bad item must not sink the batch; the reason is kept
+            logger.exception("job %s item %s failed", job.pk, job_item.item_id)
+            with transaction.atomic():
+                updated = ExplanationJobItem.objects.filter(
+                    pk=job_item.pk, status=JobItemStatus.PENDING
+                ).update(status=JobItemStatus.FAILED, error=f"{type(exc).__name__}: {exc}")
+                if updated:
+                    ExplanationJob.objects.filter(pk=job.pk).update(failed_items=F("failed_items") + 1)
+            continue
+        elapsed = int((time.perf_counter() - started) * 1000)
+        with transaction.atomic():
+            updated = ExplanationJobItem.objects.filter(
+                pk=job_item.pk, status=JobItemStatus.PENDING
+            ).update(status=JobItemStatus.DONE, duration_ms=elapsed)
+            if updated:
+                ExplanationJob.objects.filter(pk=job.pk).update(done_items=F("done_items") + 1)
+
+    job.refresh_from_db()
+    failed = list(job.job_items.filter(status=JobItemStatus.FAILED).values_list("item__name", "error"))
+    status = JobStatus.SUCCEEDED if job.done_items or not job.total_items else JobStatus.FAILED
+    error = "\n".join(f"{name}: {err}" for name, err in failed)
+    ExplanationJob.objects.filter(pk=job.pk).update(status=status, error=error, finished_at=timezone.now())
+    job.refresh_from_db()
+    return job
+
+
+def explanation_targets(*, prediction: Prediction, item: Item, top_k: int) -> list[int]:
+    """Classes to explain: the top-k predicted, plus the true class when it is not among them."""
+    targets = prediction.topk_indices()[:top_k]
+    if item.label_index is not None and item.label_index not in targets:
+        targets.append(item.label_index)
+    return targets
+
+
+def explanation_item_compute(
+    *, job: ExplanationJob, item: Item, net: nn.Module, explainer: Explainer
+) -> list[Explanation]:
+    """Predict and explain one item; store the prediction, raw maps and overlays.
+
+    Returns:
+        The item's explanations for the job's targets (existing ones are reused, not redone).
+
+    Raises:
+        ImageDecodeError: the stored image cannot be decoded.
+        ExplainerInputError: the explainer rejected the input.
+    """
+    model = job.model
+    view = item_model_view(item=item, model=model)
+    inputs = pixels_to_input(view, model.normalization_mean, model.normalization_std)
+    with torch.no_grad():
+        probabilities = torch.softmax(net(inputs), dim=1)[0]
+    top_p, top_i = probabilities.topk(min(PREDICTION_TOP_K, model.num_classes))
+    topk = [
+        {"index": int(i), "name": model.class_name(int(i)), "probability": round(float(p), 6)}
+        for p, i in zip(top_p, top_i, strict=True)
+    ]
+    prediction, _ = Prediction.objects.update_or_create(
+        model=model,
+        item=item,
+        defaults={"topk": topk, "predicted_index": topk[0]["index"], "probability": topk[0]["probability"]},
+    )
+    targets = explanation_targets(prediction=prediction, item=item, top_k=job.top_k)
+    existing = {
+        e.target_index: e
+        for e in Explanation.objects.filter(model=model, item=item, method=job.method, target_index__in=targets)
+    }
+    todo = [t for t in targets if t not in existing]
+    if todo:
+        started = time.perf_counter()
+        result = explainer.explain(inputs, todo)
+        per_map_ms = int((time.perf_counter() - started) * 1000 / len(todo))
+        ranks = prediction.topk_indices()
+        for target, saliency in zip(result.targets, result.attributions, strict=True):
+            existing[target] = _explanation_store(
+                model=model,
+                item=item,
+                method=job.method,
+                target=target,
+                rank=ranks.index(target) if target in ranks else None,
+                saliency=saliency,
+                view=view,
+                params=result.params,
+                duration_ms=per_map_ms,
+            )
+    return [existing[t] for t in targets]
+
+
+def _explanation_store(
+    *,
+    model: ClassifierModel,
+    item: Item,
+    method: str,
+    target: int,
+    rank: int | None,
+    saliency: np.ndarray,
+    view: np.ndarray,
+    params: dict,
+    duration_ms: int,
+) -> Explanation:
+    saliency = np.asarray(saliency, dtype=np.float32)
+    npy = io.BytesIO()
+    np.save(npy, saliency, allow_pickle=False)
+    overlay = rendering.overlay(view, rendering.normalize_each(saliency[None])[0])
+    explanation = Explanation(
+        model=model,
+        item=item,
+        method=method,
+        target_index=target,
+        target_rank=rank,
+        params=params,
+        max_value=float(saliency.max()),
+        duration_ms=duration_ms,
+    )
+    stem = f"{model.pk}-{item.pk}-{method}-{target}"
+    explanation.array.save(f"{stem}.npy", ContentFile(npy.getvalue()), save=False)
+    explanation.overlay.save(f"{stem}.png", ContentFile(rendering.to_png_bytes(overlay)), save=False)
+    try:
+        with transaction.atomic():
+            explanation.save()
+    except IntegrityError:
+        # Another run stored this artifact first: keep theirs, drop our files.
+        explanation.array.delete(save=False)
+        explanation.overlay.delete(save=False)
+        explanation = Explanation.objects.get(model=model, item=item, method=method, target_index=target)
+    return explanation
+
+
+def explanation_array_load(explanation: Explanation) -> np.ndarray:
+    """Load the raw saliency map: (H, W) float32 >= 0 (never unpickles)."""
+    with explanation.array.open("rb") as fh:
+        return np.load(io.BytesIO(fh.read()), allow_pickle=False)

@@ -1,0 +1,11 @@
+from django.urls import path
+
+from . import views
+
+app_name = "explanations"
+
+urlpatterns = [
+    path("r/jobs/<int:pk>/", views.job_detail, name="job"),
+    path("r/explanations/<int:pk>/overlay.png", views.explanation_overlay, name="overlay"),
+    path("api/jobs/<int:pk>/", views.ExplanationJobDetailApi.as_view(), name="api-job"),
+]

@@ -1,0 +1,59 @@
+"""Participant JSON API: the same payload as the pages, authenticated by the URL token."""
+
+from __future__ import annotations
+
+from rest_framework import serializers, status
+from rest_framework.permissions import AllowAny
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from . import services
+from .payloads import participant_state
+from .tasktypes import InvalidAnswer
+from .views import _participant_get
+
+
+class AnswerSerializer(serializers.Serializer):
+    position = serializers.IntegerField(min_value=0)
+    answer = serializers.CharField(max_length=32)
+    rt_ms = serializers.IntegerField(min_value=0, required=False, allow_null=True)
+
+
+class ParticipantStateApi(APIView):
+    """GET the participant's state; POST an answer to the current trial.
+
+    POST returns 201 when stored, 200 when that trial was already answered (the first answer
+    stands), 400 for an invalid answer, 409 for a trial that is not the current one, 410 when
+    the study is closed. No response says whether an answer was correct.
+    """
+
+    authentication_classes: list = []
+    permission_classes = [AllowAny]
+
+    def get(self, request, token):
+        participant = _participant_get(token)
+        response = Response(participant_state(participant))
+        response["Cache-Control"] = "no-store"
+        return response
+
+    def post(self, request, token):
+        participant = _participant_get(token)
+        data = AnswerSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        try:
+            result = services.response_submit(
+                participant=participant,
+                position=data.validated_data["position"],
+                answer=data.validated_data["answer"],
+                rt_ms=data.validated_data.get("rt_ms"),
+            )
+        except InvalidAnswer as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_400_BAD_REQUEST)
+        except services.TrialOutOfOrder as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+        except services.StudyClosed as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_410_GONE)
+        participant.refresh_from_db()
+        body = participant_state(participant)
+        body["stored"] = result.created
+        return Response(body, status=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK)

@@ -1,0 +1,349 @@
+"""Services of the studies app: design a HIVE study, enrol participants, record responses."""
+
+from __future__ import annotations
+
+import random
+import uuid
+from dataclasses import dataclass
+
+import numpy as np
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+from django.utils.text import slugify
+
+from explanations import rendering
+from explanations.models import Explanation, Prediction
+from explanations.services import explanation_array_load, item_model_view
+
+from .models import (
+    Participant,
+    ParticipantStage,
+    Response,
+    Study,
+    StudyStatus,
+    TaskType,
+    Trial,
+)
+from .tasktypes import AGREEMENT_SCALE, InvalidAnswer, answer_score, answer_validate
+
+
+class StudyDesignError(ValueError):
+    """The study cannot be built from the available predictions and explanations."""
+
+
+class StudyClosed(Exception):
+    """The study is not accepting participants or answers."""
+
+
+class TrialOutOfOrder(Exception):
+    """An answer was posted for a trial that is not the participant's current one."""
+
+
+# --- design ---------------------------------------------------------------------------------
+
+
+def study_create_hive(
+    *,
+    title: str,
+    owner,
+    model,
+    dataset,
+    method: str = "gradcam",
+    tasks: tuple[str, ...] = (TaskType.AGREEMENT, TaskType.DISTINCTION),
+    seed: int = 0,
+    open_now: bool = True,
+) -> Study:
+    """Build a HIVE-style study from a finished explanation job's artifacts.
+
+    One agreement trial and one distinction trial per labelled item that has a prediction and
+    explanations for the needed classes (Kim et al., ECCV 2022, Sec. 4 and supplement).
+    Stimuli are rendered now and frozen with the study: the agreement heatmap is normalised on
+    its own; the four distinction heatmaps are normalised jointly so their intensities
+    compare, and shown in a random order. Task blocks are shown in the order of ``tasks``
+    (agreement first, so the distinction candidates cannot inform agreement answers).
+
+    Raises:
+        StudyDesignError: no usable item (no labelled item with prediction and explanations).
+    """
+    predictions = {
+        p.item_id: p
+        for p in Prediction.objects.filter(model=model, item__dataset=dataset).select_related("item")
+    }
+    explanations: dict[tuple[int, int], Explanation] = {
+        (e.item_id, e.target_index): e
+        for e in Explanation.objects.filter(model=model, item__dataset=dataset, method=method)
+    }
+    rng = random.Random(seed)
+    plans = []
+    for item in dataset.items.order_by("id"):
+        prediction = predictions.get(item.pk)
+        if item.label_index is None or prediction is None:
+            continue
+        correct = prediction.predicted_index == item.label_index
+        top = prediction.topk_indices()
+        candidates = top[:4] if correct else [c for c in top[:3] if c != item.label_index][:3]
+        if not correct:
+            candidates.append(item.label_index)
+            for extra in top[3:]:
+                if len(candidates) >= 4:
+                    break
+                if extra not in candidates:
+                    candidates.append(extra)
+        needed = set(candidates) | {prediction.predicted_index}
+        if len(candidates) != 4 or any((item.pk, c) not in explanations for c in needed):
+            continue
+        plans.append((item, prediction, correct, candidates))
+    if not plans:
+        raise StudyDesignError(
+            "no labelled item has a prediction and explanations; run an explanation job first"
+        )
+
+    with transaction.atomic():
+        study = Study.objects.create(
+            slug=_unique_slug(title),
+            title=title,
+            owner=owner,
+            model=model,
+            dataset=dataset,
+            method=method,
+            status=StudyStatus.OPEN if open_now else StudyStatus.DRAFT,
+            spec={
+                "design": "hive",
+                "tasks": list(tasks),
+                "method": method,
+                "seed": seed,
+                "items": [item.name for item, *_ in plans],
+                "agreement_scale": AGREEMENT_SCALE,
+            },
+        )
+        index = 0
+        for block, task in enumerate(tasks):
+            for item, prediction, correct, candidates in plans:
+                view = item_model_view(item=item, model=model)
+                photo = _stimulus_save(study, view)
+                common = {
+                    "study": study,
+                    "index": index,
+                    "block": block,
+                    "task_type": task,
+                    "item": item,
+                    "predicted_index": prediction.predicted_index,
+                    "predicted_label": model.class_name(prediction.predicted_index),
+                    "true_index": item.label_index,
+                    "model_correct": correct,
+                }
+                if task == TaskType.AGREEMENT:
+                    saliency = explanation_array_load(explanations[(item.pk, prediction.predicted_index)])
+                    heat = rendering.overlay(view, rendering.normalize_each(saliency[None])[0])
+                    Trial.objects.create(
+                        **common,
+                        options=[{"value": v, "label": label} for v, label in AGREEMENT_SCALE],
+                        stimuli={"photo": photo, "heatmap": _stimulus_save(study, heat)},
+                    )
+                else:
+                    order = list(candidates)
+                    rng.shuffle(order)
+                    maps = np.stack([explanation_array_load(explanations[(item.pk, c)]) for c in order])
+                    joint = rendering.normalize_jointly(maps)
+                    stimuli = {"photo": photo}
+                    options, option_classes = [], {}
+                    for pos, (cls, saliency) in enumerate(zip(order, joint, strict=True)):
+                        slot = f"h{pos}"
+                        stimuli[slot] = _stimulus_save(study, rendering.overlay(view, saliency))
+                        options.append({"value": str(pos), "label": model.class_name(cls), "image": slot})
+                        option_classes[str(pos)] = cls
+                    Trial.objects.create(
+                        **common,
+                        options=options,
+                        option_classes=option_classes,
+                        correct_value=str(order.index(item.label_index)),
+                        stimuli=stimuli,
+                    )
+                index += 1
+    return study
+
+
+def _unique_slug(title: str) -> str:
+    base = slugify(title)[:60] or "study"
+    slug, n = base, 1
+    while Study.objects.filter(slug=slug).exists():
+        n += 1
+        slug = f"{base}-{n}"
+    return slug
+
+
+def _stimulus_save(study: Study, pixels: np.ndarray) -> str:
+    # Random file names: nothing about the item, class or correctness is in a path.
+    name = f"stimuli/{study.pk}/{uuid.uuid4().hex}.png"
+    return default_storage.save(name, ContentFile(rendering.to_png_bytes(pixels)))
+
+
+def study_close(*, study: Study) -> Study:
+    """Stop accepting new participants and answers."""
+    study.status = StudyStatus.CLOSED
+    study.save(update_fields=["status"])
+    return study
+
+
+# --- participants ---------------------------------------------------------------------------
+
+
+def participant_enroll(
+    *,
+    study: Study,
+    prolific_pid: str = "",
+    prolific_study_id: str = "",
+    prolific_session_id: str = "",
+    is_simulated: bool = False,
+    bot_policy: str = "",
+    user_agent: str = "",
+) -> tuple[Participant, bool]:
+    """Enrol a participant, or return the existing one for the same Prolific id.
+
+    The trial order is drawn now (blocks in order, trials shuffled within a block) and stored,
+    so a reload resumes exactly where the participant was.
+
+    Returns:
+        (participant, created).
+
+    Raises:
+        StudyClosed: the study is not open.
+    """
+    if not study.is_open:
+        raise StudyClosed("this study is not accepting participants")
+    prolific_pid = prolific_pid.strip()[:64]
+    if prolific_pid:
+        existing = Participant.objects.filter(study=study, prolific_pid=prolific_pid).first()
+        if existing:
+            return existing, False
+    trials = list(study.trials.values_list("id", "block"))
+    rng = random.Random()
+    order: list[int] = []
+    for block in sorted({b for _, b in trials}):
+        ids = [tid for tid, b in trials if b == block]
+        rng.shuffle(ids)
+        order.extend(ids)
+    try:
+        with transaction.atomic():
+            participant = Participant.objects.create(
+                study=study,
+                trial_order=order,
+                prolific_pid=prolific_pid,
+                prolific_study_id=prolific_study_id.strip()[:64],
+                prolific_session_id=prolific_session_id.strip()[:64],
+                is_simulated=is_simulated,
+                bot_policy=bot_policy[:50],
+                user_agent=user_agent[:400],
+            )
+    except IntegrityError:  # the same Prolific id arrived twice at once
+        return Participant.objects.get(study=study, prolific_pid=prolific_pid), False
+    return participant, True
+
+
+def participant_consent(*, participant: Participant, agree: bool) -> Participant:
+    """Record consent (advance to instructions) or refusal (stage declined). Idempotent."""
+    with transaction.atomic():
+        participant = Participant.objects.select_for_update().get(pk=participant.pk)
+        if participant.stage == ParticipantStage.CONSENT:
+            if agree:
+                participant.stage = ParticipantStage.INSTRUCTIONS
+                participant.consented_at = timezone.now()
+            else:
+                participant.stage = ParticipantStage.DECLINED
+            participant.save(update_fields=["stage", "consented_at"])
+    return participant
+
+
+def participant_instructions_done(*, participant: Participant) -> Participant:
+    """Move from instructions to the first trial. Idempotent."""
+    with transaction.atomic():
+        participant = Participant.objects.select_for_update().get(pk=participant.pk)
+        if participant.stage == ParticipantStage.INSTRUCTIONS:
+            participant.stage = ParticipantStage.TRIALS
+            participant.save(update_fields=["stage"])
+    return participant
+
+
+def trial_current(*, participant: Participant) -> tuple[int, Trial] | None:
+    """The participant's current (first unanswered) trial with its 0-based position."""
+    if participant.stage != ParticipantStage.TRIALS:
+        return None
+    answered = set(participant.responses.values_list("trial_id", flat=True))
+    for position, trial_id in enumerate(participant.trial_order):
+        if trial_id not in answered:
+            return position, Trial.objects.get(pk=trial_id)
+    return None
+
+
+@dataclass(frozen=True)
+class SubmitResult:
+    response: Response
+    created: bool
+
+
+def response_submit(
+    *, participant: Participant, position: int, answer: str, rt_ms: int | None = None
+) -> SubmitResult:
+    """Store the answer to the trial at ``position`` exactly once.
+
+    A repeat of an already answered trial (double click, back button, network retry, five
+    concurrent posts) returns the stored response with ``created=False`` and changes nothing:
+    the first answer stands. Answering the last trial moves the participant to the debrief.
+
+    Raises:
+        StudyClosed: the study is closed or the participant is not in the trial stage.
+        TrialOutOfOrder: ``position`` is ahead of the participant's current trial or invalid.
+        InvalidAnswer: ``answer`` is not one of the trial's options.
+    """
+    if not participant.study.is_open:
+        raise StudyClosed("this study is closed")
+    if not 0 <= position < len(participant.trial_order):
+        raise TrialOutOfOrder(f"there is no trial {position + 1}")
+    trial_id = participant.trial_order[position]
+    with transaction.atomic():
+        locked = Participant.objects.select_for_update().get(pk=participant.pk)
+        existing = Response.objects.filter(participant=locked, trial_id=trial_id).first()
+        if existing:
+            return SubmitResult(existing, False)
+        if locked.stage != ParticipantStage.TRIALS:
+            raise StudyClosed("answers are not being accepted at this stage")
+        current = trial_current(participant=locked)
+        if current is None or current[0] != position:
+            raise TrialOutOfOrder("please answer the current trial first")
+        trial = current[1]
+        value = answer_validate(trial, answer)
+        rt = None if rt_ms is None else max(0, min(int(rt_ms), 24 * 3600 * 1000))
+        try:
+            with transaction.atomic():
+                response = Response.objects.create(
+                    participant=locked,
+                    trial=trial,
+                    position=position,
+                    answer=value,
+                    is_correct=answer_score(trial, value),
+                    rt_ms=rt,
+                )
+        except IntegrityError:
+            return SubmitResult(Response.objects.get(participant=locked, trial_id=trial_id), False)
+        if trial_current(participant=locked) is None:
+            locked.stage = ParticipantStage.DEBRIEF
+            locked.completed_at = timezone.now()
+            locked.save(update_fields=["stage", "completed_at"])
+    return SubmitResult(response, True)
+
+
+__all__ = [
+    "InvalidAnswer",
+    "StudyClosed",
+    "StudyDesignError",
+    "TrialOutOfOrder",
+    "participant_consent",
+    "participant_enroll",
+    "participant_instructions_done",
+    "response_submit",
+    "study_close",
+    "study_create_hive",
+    "trial_current",
+]
