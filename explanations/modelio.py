@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import pickle
-import zipfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -84,10 +83,10 @@ def state_dict_load(path: str | Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(
             f"{path.name}: refused to load: the file contains Python objects other than "
             f"tensors, and loading it could execute code (weights_only=True). Save "
-            f"model.state_dict() or use safetensors. Details: {str(exc).splitlines()[0]}"
+            f"model.state_dict() or use safetensors. Details: {_unpickling_detail(exc)}"
         ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
-        raise CheckpointError(f"{path.name}: truncated or corrupt checkpoint ({exc})") from None
+    except Exception as exc:  # noqa: BLE001 - garbage bytes make the unpickler raise anything
+        raise CheckpointError(f"{path.name}: truncated or corrupt checkpoint ({type(exc).__name__}: {exc})") from None
     if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
         obj = obj["state_dict"]
     if not isinstance(obj, Mapping):
@@ -101,6 +100,19 @@ def state_dict_load(path: str | Path) -> dict[str, torch.Tensor]:
             f"{path.name}: not a state dict: entries that are not named tensors: {bad[:5]}"
         )
     return dict(obj)
+
+
+def _unpickling_detail(exc: Exception) -> str:
+    """The line of torch's weights-only error that names the refused global or opcode.
+
+    torch's first line is generic advice ending in "re-run with weights_only=False", which must
+    not be shown to someone uploading an untrusted file.
+    """
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    for line in lines:
+        if "GLOBAL" in line or "Unsupported" in line:
+            return line.removeprefix("WeightsUnpickler error:").strip()
+    return lines[0] if lines else type(exc).__name__
 
 
 def model_build(architecture: str, weights_path: str | Path, num_classes: int) -> nn.Module:

@@ -101,9 +101,8 @@ class Command(BaseCommand):
                 )
                 if result.completion_code != study.completion_code:
                     raise CommandError("a bot finished with the wrong completion code")
-                out.write(f"\r  {i + 1}/{opts['participants']} bots finished", ending="")
-                out.flush()
-            out.write("")
+            out.write(f"  {opts['participants']} simulated participants finished "
+                      f"({', '.join(BOT_POLICIES)} policies)")
 
             out.write(self.style.MIGRATE_HEADING("6/6 Results (simulated participants)"))
             out.write(results_text_table(study_results(study)))
@@ -163,17 +162,21 @@ class Command(BaseCommand):
 
     def _job_wait(self, job: ExplanationJob, worker: subprocess.Popen | None) -> ExplanationJob:
         deadline = time.monotonic() + JOB_TIMEOUT_S
-        width = 30
+        width, last = 30, None
+        tty = self.stdout.isatty()
         while True:
             job.refresh_from_db()
             done = job.done_items + job.failed_items
-            filled = int(width * done / max(job.total_items, 1))
-            self.stdout.write(
-                f"\r  [{'#' * filled}{'.' * (width - filled)}] {done}/{job.total_items} items "
-                f"({job.status})", ending="")
-            self.stdout.flush()
+            if (done, job.status) != last:
+                last = (done, job.status)
+                filled = int(width * done / max(job.total_items, 1))
+                line = (f"  [{'#' * filled}{'.' * (width - filled)}] {done}/{job.total_items} "
+                        f"items ({job.status})")
+                self.stdout.write(("\r" + line) if tty else line, ending="" if tty else "\n")
+                self.stdout.flush()
             if job.is_finished:
-                self.stdout.write("")
+                if tty:
+                    self.stdout.write("")
                 return job
             if worker is not None and worker.poll() is not None:
                 tail = Path(worker.log_path).read_text(errors="replace")[-2000:]

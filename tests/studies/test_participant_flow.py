@@ -1,0 +1,230 @@
+"""Participants, end to end through the real views (oTree-style bots and must-fail submissions)."""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import urllib.parse
+import urllib.request
+
+import pytest
+from django.test import Client
+
+from studies.bots import DjangoClientTransport, bot_run, parse_page
+from studies.models import Participant, ParticipantStage, Response, StudyStatus, TaskType
+from tests.conftest import CLASS_NAMES
+
+SERVER_ONLY = ["model_correct", "true_index", "correct_value", "option_classes", "is_correct",
+               "ground_truth", "ground truth", "true_class", "label_index"]
+
+
+def start(client: Client, study, query: str = "") -> str:
+    response = client.get(f"/s/{study.slug}/{query}")
+    assert response.status_code == 302
+    return response["Location"]
+
+
+def advance_to_trials(client: Client, study, query: str = "") -> str:
+    page = start(client, study, query)
+    token = page.strip("/").split("/")[1]
+    assert client.post(f"/p/{token}/consent", {"consent": "yes"}).status_code == 302
+    assert client.post(f"/p/{token}/instructions").status_code == 302
+    return token
+
+
+def current_form(client: Client, token: str) -> dict:
+    html = client.get(f"/p/{token}/").content.decode()
+    form = parse_page(html).forms[0]
+    return {"position": form.fields["position"], "choices": form.choices["answer"],
+            "task": form.attrs["data-task"], "html": html}
+
+
+def test_bot_completes_the_study_through_the_views(hive_study):
+    key = hive_study.simulation_key
+    result = bot_run(transport=DjangoClientTransport(Client()),
+                     start_path=f"/s/{hive_study.slug}/?SIMULATION_KEY={key}&BOT_POLICY=uniform",
+                     policy="uniform", seed=3)
+    assert result.completion_code == hive_study.completion_code
+    assert result.answers == 4
+    participant = Participant.objects.get()
+    assert participant.is_simulated and participant.bot_policy == "uniform"
+    assert participant.stage == ParticipantStage.DEBRIEF and participant.completed_at
+    assert Response.objects.filter(participant=participant).count() == 4
+
+
+def test_agreement_trials_come_before_distinction_trials(hive_study):
+    client = Client()
+    token = advance_to_trials(client, hive_study)
+    seen = []
+    for _ in range(4):
+        form = current_form(client, token)
+        seen.append(form["task"])
+        client.post(f"/p/{token}/answer", {"position": form["position"], "answer": form["choices"][0]})
+    assert seen == ["agreement", "agreement", "distinction", "distinction"]
+
+
+def test_wrong_simulation_key_does_not_mark_a_bot(hive_study):
+    client = Client()
+    start(client, hive_study, "?SIMULATION_KEY=guess&BOT_POLICY=uniform")
+    participant = Participant.objects.get()
+    assert not participant.is_simulated and participant.bot_policy == ""
+
+
+def test_reload_mid_study_resumes_at_the_same_trial(hive_study):
+    client = Client()
+    token = advance_to_trials(client, hive_study)
+    first = current_form(client, token)
+    client.post(f"/p/{token}/answer", {"position": first["position"], "answer": first["choices"][0]})
+    second = current_form(client, token)
+    again = current_form(client, token)  # reload
+    assert second["position"] == again["position"] == "1"
+    # re-opening the start link in the same browser resumes too, without a new participant
+    assert start(client, hive_study) == f"/p/{token}/"
+    assert Participant.objects.count() == 1
+
+
+def test_prolific_participant_returning_resumes_the_same_record(hive_study):
+    query = "?PROLIFIC_PID=abc123&STUDY_ID=s1&SESSION_ID=x9"
+    token = advance_to_trials(Client(), hive_study, query)
+    other_browser = start(Client(), hive_study, query)
+    assert other_browser == f"/p/{token}/"
+    participant = Participant.objects.get()
+    assert (participant.prolific_pid, participant.prolific_study_id, participant.prolific_session_id) == (
+        "abc123", "s1", "x9")
+
+
+def test_same_answer_posted_twice_stores_one_response(hive_study):
+    client = Client()
+    token = advance_to_trials(client, hive_study)
+    form = current_form(client, token)
+    for answer in (form["choices"][0], form["choices"][1]):  # double click, then back+change
+        client.post(f"/p/{token}/answer", {"position": form["position"], "answer": answer})
+    responses = list(Response.objects.all())
+    assert len(responses) == 1
+    assert responses[0].answer == form["choices"][0]  # the first answer stands
+
+
+def test_invalid_and_out_of_order_answers_are_refused(hive_study):
+    client = Client()
+    token = advance_to_trials(client, hive_study)
+    client.post(f"/p/{token}/answer", {"position": "0", "answer": "not-an-option"})
+    client.post(f"/p/{token}/answer", {"position": "3", "answer": "1"})  # skipping ahead
+    client.post(f"/p/{token}/answer", {"position": "zero", "answer": "1"})
+    assert Response.objects.count() == 0
+    page = client.get(f"/p/{token}/").content.decode()
+    assert "Please choose one of the options" in page or "went wrong" in page
+
+
+def test_answers_before_consent_are_refused(hive_study):
+    client = Client()
+    token = start(client, hive_study).strip("/").split("/")[1]
+    client.post(f"/p/{token}/answer", {"position": "0", "answer": "1"})
+    api = client.post(f"/api/p/{token}/", {"position": 0, "answer": "1"}, content_type="application/json")
+    assert api.status_code == 410
+    assert Response.objects.count() == 0
+
+
+def test_declining_consent_records_no_answers(hive_study):
+    client = Client()
+    token = start(client, hive_study).strip("/").split("/")[1]
+    client.post(f"/p/{token}/consent", {"consent": "no"})
+    assert Participant.objects.get().stage == ParticipantStage.DECLINED
+    assert "chose not to take part" in client.get(f"/p/{token}/").content.decode()
+
+
+def test_closed_study_turns_participants_away(hive_study):
+    hive_study.status = StudyStatus.CLOSED
+    hive_study.save()
+    assert Client().get(f"/s/{hive_study.slug}/").status_code == 410
+    assert Participant.objects.count() == 0
+
+
+def test_participant_cannot_see_ground_truth_or_model_correctness(hive_study):
+    """Every page, image URL and JSON payload of a whole run is free of server-only fields,
+    and the true class of the wrongly predicted photo never appears on its agreement page."""
+    client = Client()
+    token = advance_to_trials(client, hive_study)
+    true_of_wrong = CLASS_NAMES[4]  # eland: only a distinction candidate may name it
+    for _ in range(4):
+        form = current_form(client, token)
+        api = client.get(f"/api/p/{token}/")
+        body = json.loads(api.content)
+        for text in (form["html"], api.content.decode()):
+            for word in SERVER_ONLY:
+                assert word not in text
+        assert set(body) == {"stage", "study_title", "progress", "trial", "completion_code", "prolific"}
+        allowed = {"position", "task", "title", "question", "help", "photo", "options",
+                   "heatmap", "predicted_label"}
+        assert set(body["trial"]) <= allowed
+        if form["task"] == TaskType.AGREEMENT:
+            assert true_of_wrong not in form["html"]
+            assert true_of_wrong not in api.content.decode()
+        for url in re.findall(r'src="([^"]+)"', form["html"]):
+            assert re.fullmatch(rf"/p/{token}/img/\d+/(photo|heatmap|h[0-3])\.png", url)
+        post = client.post(f"/api/p/{token}/", {"position": int(form["position"]),
+                                                  "answer": form["choices"][0]},
+                           content_type="application/json")
+        for word in SERVER_ONLY:
+            assert word not in post.content.decode()
+    debrief = client.get(f"/p/{token}/").content.decode()
+    assert hive_study.completion_code in debrief
+    assert "%" not in re.sub(r"<style>.*?</style>", "", debrief, flags=re.S)  # no score shown
+
+
+def test_participant_sees_only_their_own_images(hive_study):
+    alice, bob = Client(), Client()
+    token_a = advance_to_trials(alice, hive_study)
+    advance_to_trials(bob, hive_study)
+    assert alice.get(f"/p/{token_a}/img/0/photo.png").status_code == 200
+    assert alice.get(f"/p/{token_a}/img/0/secret.png").status_code == 404
+    assert alice.get(f"/p/{token_a}/img/99/photo.png").status_code == 404
+    assert Client().get("/p/00000000-0000-0000-0000-000000000000/").status_code == 404
+
+
+def test_api_answers_are_idempotent_and_say_nothing_about_correctness(hive_study):
+    client = Client()
+    token = advance_to_trials(client, hive_study)
+    form = current_form(client, token)
+    payload = {"position": int(form["position"]), "answer": form["choices"][0], "rt_ms": 1234}
+    first = client.post(f"/api/p/{token}/", payload, content_type="application/json")
+    second = client.post(f"/api/p/{token}/", payload, content_type="application/json")
+    assert (first.status_code, second.status_code) == (201, 200)
+    assert json.loads(first.content)["stored"] is True and json.loads(second.content)["stored"] is False
+    assert Response.objects.get().rt_ms == 1234
+    bad = client.post(f"/api/p/{token}/", {"position": 1, "answer": "nope"}, content_type="application/json")
+    assert bad.status_code == 400
+    ahead = client.post(f"/api/p/{token}/", {"position": 3, "answer": "1"}, content_type="application/json")
+    assert ahead.status_code == 409
+
+
+@pytest.mark.django_db(transaction=True)
+def test_same_answer_posted_five_times_concurrently_stores_one_response(live_server, tiny_world, researcher):
+    from studies.services import study_create_hive
+
+    model, dataset = tiny_world
+    study = study_create_hive(title="Race", owner=researcher, model=model, dataset=dataset, seed=2)
+    client = Client()
+    token = advance_to_trials(client, study)
+    form = current_form(client, token)
+    csrf = client.cookies["csrftoken"].value
+    cookie = "; ".join(f"{k}={v.value}" for k, v in client.cookies.items())
+    body = urllib.parse.urlencode({"csrfmiddlewaretoken": csrf, "position": form["position"],
+                                   "answer": form["choices"][0]}).encode()
+    barrier = threading.Barrier(5)
+    statuses: list[int] = []
+
+    def post() -> None:
+        request = urllib.request.Request(f"{live_server.url}/p/{token}/answer", data=body,
+                                         headers={"Cookie": cookie, "Referer": live_server.url})
+        barrier.wait()
+        with urllib.request.urlopen(request, timeout=30) as resp:
+            statuses.append(resp.status)
+
+    threads = [threading.Thread(target=post) for _ in range(5)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert statuses == [200] * 5  # each followed the redirect to the current page
+    assert Response.objects.filter(participant__token=token).count() == 1
