@@ -85,8 +85,10 @@ def state_dict_load(path: str | Path) -> dict[str, torch.Tensor]:
             f"tensors, and loading it could execute code (weights_only=True). Save "
             f"model.state_dict() or use safetensors. Details: {_unpickling_detail(exc)}"
         ) from None
-    except Exception as exc:  # noqa: BLE001 - garbage bytes make the unpickler raise anything
-        raise CheckpointError(f"{path.name}: truncated or corrupt checkpoint ({type(exc).__name__}: {exc})") from None
+    except Exception as exc:  # garbage bytes make the unpickler raise anything (KeyError, ...)
+        raise CheckpointError(
+            f"{path.name}: truncated or corrupt checkpoint ({type(exc).__name__}: {exc})"
+        ) from None
     if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
         obj = obj["state_dict"]
     if not isinstance(obj, Mapping):

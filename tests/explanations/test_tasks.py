@@ -1,0 +1,24 @@
+"""The Celery adapter loads by id and calls the service (JSON-round-tripped arguments)."""
+
+import json
+
+import pytest
+
+from explanations import tasks
+
+
+@pytest.mark.django_db
+def test_task_calls_the_job_service_with_the_id(monkeypatch):
+    seen = []
+    monkeypatch.setattr(tasks.services, "explanation_job_run", lambda *, job_id: seen.append(job_id))
+    args = json.loads(json.dumps([42]))
+    tasks.explanation_job_run_task.apply(args=args).get()
+    assert seen == [42]
+
+
+def test_task_is_routed_to_the_gpu_queue_and_acks_late():
+    from django.conf import settings
+
+    assert settings.CELERY_TASK_ROUTES["explanations.tasks.*"]["queue"] == "gpu"
+    assert tasks.explanation_job_run_task.acks_late is True
+    assert tasks.explanation_job_run_task.reject_on_worker_lost is True
