@@ -49,7 +49,9 @@ def study_results(study: Study, *, simulated: str = "include") -> StudyResults:
         frame = frame[~frame["is_simulated"].astype(bool)]
     elif simulated == "only":
         frame = frame[frame["is_simulated"].astype(bool)]
-    split = frame.assign(model=frame["model_correct"].map({True: "model right", False: "model wrong"}))
+    split = frame.assign(
+        model=frame["model_correct"].map({True: "model right", False: "model wrong"})
+    )
     overall = frame.assign(model="all")
     table = accuracy_table(pd.concat([split, overall], ignore_index=True), by=["task", "model"])
     participants = frame.drop_duplicates("participant")

@@ -135,7 +135,9 @@ def demo_dataset_import() -> tuple[Dataset, ImportReport]:
     """Create (or reuse) the demo dataset and import the bundled photos into it."""
     dataset, _ = Dataset.objects.get_or_create(
         name=DEMO_DATASET_NAME,
-        defaults={"description": "Photographs shipped inside scikit-image, scikit-learn and matplotlib."},
+        defaults={
+            "description": "Photographs shipped inside scikit-image, scikit-learn and matplotlib."
+        },
     )
     names = imagenet_class_names()
     sources = [

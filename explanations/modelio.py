@@ -107,14 +107,14 @@ def state_dict_load(path: str | Path) -> dict[str, torch.Tensor]:
 def _unpickling_detail(exc: Exception) -> str:
     """The line of torch's weights-only error that names the refused global or opcode.
 
-    torch's first line is generic advice ending in "re-run with weights_only=False", which must
-    not be shown to someone uploading an untrusted file.
+    torch's message starts with advice to re-run with ``weights_only=False`` and ends with advice
+    to allow-list the global; neither must be shown to someone uploading an untrusted file.
     """
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     for line in lines:
         if "GLOBAL" in line or "Unsupported" in line:
-            return line.removeprefix("WeightsUnpickler error:").strip()
-    return lines[0] if lines else type(exc).__name__
+            return line.removeprefix("WeightsUnpickler error:").strip().split(". ")[0].rstrip(".")
+    return type(exc).__name__
 
 
 def model_build(architecture: str, weights_path: str | Path, num_classes: int) -> nn.Module:
@@ -154,7 +154,9 @@ def _load_strict(model: nn.Module, state_dict: dict[str, torch.Tensor], name: st
             parts.append(f"unexpected keys ({len(unexpected)}): {unexpected[:5]}")
         if mismatched:
             parts.append(f"shape mismatches ({len(mismatched)}): {mismatched[:3]}")
-        raise CheckpointError(f"{name}: state dict does not match the architecture: " + "; ".join(parts))
+        raise CheckpointError(
+            f"{name}: state dict does not match the architecture: " + "; ".join(parts)
+        )
     model.load_state_dict(state_dict, strict=True)
 
 
@@ -163,7 +165,7 @@ def pixels_to_input(pixels: np.ndarray, mean: list[float], std: list[float]) -> 
 
     ``mean`` and ``std`` are per channel in pixel units (0-255): out = (pixel - mean) / std.
     """
-    x = torch.from_numpy(np.ascontiguousarray(pixels)).to(torch.float32).permute(2, 0, 1)
+    x = torch.from_numpy(np.array(pixels, dtype=np.float32)).permute(2, 0, 1)
     m = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
     s = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
     return ((x - m) / s).unsqueeze(0).contiguous()

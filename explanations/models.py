@@ -102,6 +102,9 @@ class Prediction(models.Model):
             models.UniqueConstraint(fields=["model", "item"], name="prediction_unique"),
         ]
 
+    def __str__(self) -> str:
+        return f"{self.model} on {self.item}: {self.predicted_index} ({self.probability:.3f})"
+
     @property
     def is_correct(self) -> bool | None:
         """True/False against the item's label; None when the item has no label."""
@@ -179,6 +182,9 @@ class ExplanationJobItem(models.Model):
         ]
         ordering = ["id"]
 
+    def __str__(self) -> str:
+        return f"job {self.job_id} item {self.item_id} ({self.status})"
+
 
 class Explanation(models.Model):
     """One saliency map for one (model, item, method, target class).
@@ -209,3 +215,6 @@ class Explanation(models.Model):
             ),
         ]
         ordering = ["item_id", "target_rank", "target_index"]
+
+    def __str__(self) -> str:
+        return f"{self.method} of {self.item} for class {self.target_index}"

@@ -228,9 +228,10 @@ def dataset_import(
         except ImageDecodeError as exc:
             report.failed.append((src.name, str(exc)))
             continue
-        if dataset.items.filter(name=src.name).exists() or dataset.items.filter(
-            sha256=decoded.sha256
-        ).exists():
+        if (
+            dataset.items.filter(name=src.name).exists()
+            or dataset.items.filter(sha256=decoded.sha256).exists()
+        ):
             report.duplicates.append(src.name)
             continue
         try:
@@ -253,6 +254,7 @@ def dataset_import(
                 )
                 item.save()
         except IntegrityError:
+            item.image.delete(save=False)  # a concurrent import stored it first
             report.duplicates.append(src.name)
             continue
         report.imported.append(src.name)
@@ -276,7 +278,9 @@ def explanation_job_create(
         ValueError: unknown method, top_k outside 1..num_classes, or an empty dataset.
     """
     if method not in explainer_classes():
-        raise ValueError(f"unknown explanation method {method!r}; enabled: {sorted(explainer_classes())}")
+        raise ValueError(
+            f"unknown explanation method {method!r}; enabled: {sorted(explainer_classes())}"
+        )
     if not 1 <= top_k <= model.num_classes:
         raise ValueError(f"top_k must be in 1..{model.num_classes}, got {top_k}")
     items = list(dataset.items.all())
@@ -313,7 +317,9 @@ def explanation_job_run(*, job_id: int) -> ExplanationJob:
     job = ExplanationJob.objects.select_related("model", "dataset").get(pk=job_id)
     if job.is_finished:
         return job
-    ExplanationJob.objects.filter(pk=job.pk, started_at__isnull=True).update(started_at=timezone.now())
+    ExplanationJob.objects.filter(pk=job.pk, started_at__isnull=True).update(
+        started_at=timezone.now()
+    )
     ExplanationJob.objects.filter(pk=job.pk).update(status=JobStatus.RUNNING)
     try:
         net = classifier_load(job.model)
@@ -339,7 +345,9 @@ def explanation_job_run(*, job_id: int) -> ExplanationJob:
                     pk=job_item.pk, status=JobItemStatus.PENDING
                 ).update(status=JobItemStatus.FAILED, error=f"{type(exc).__name__}: {exc}")
                 if updated:
-                    ExplanationJob.objects.filter(pk=job.pk).update(failed_items=F("failed_items") + 1)
+                    ExplanationJob.objects.filter(pk=job.pk).update(
+                        failed_items=F("failed_items") + 1
+                    )
             continue
         elapsed = int((time.perf_counter() - started) * 1000)
         with transaction.atomic():
@@ -350,10 +358,14 @@ def explanation_job_run(*, job_id: int) -> ExplanationJob:
                 ExplanationJob.objects.filter(pk=job.pk).update(done_items=F("done_items") + 1)
 
     job.refresh_from_db()
-    failed = list(job.job_items.filter(status=JobItemStatus.FAILED).values_list("item__name", "error"))
+    failed = list(
+        job.job_items.filter(status=JobItemStatus.FAILED).values_list("item__name", "error")
+    )
     status = JobStatus.SUCCEEDED if job.done_items or not job.total_items else JobStatus.FAILED
     error = "\n".join(f"{name}: {err}" for name, err in failed)
-    ExplanationJob.objects.filter(pk=job.pk).update(status=status, error=error, finished_at=timezone.now())
+    ExplanationJob.objects.filter(pk=job.pk).update(
+        status=status, error=error, finished_at=timezone.now()
+    )
     job.refresh_from_db()
     return job
 
@@ -391,12 +403,18 @@ def explanation_item_compute(
     prediction, _ = Prediction.objects.update_or_create(
         model=model,
         item=item,
-        defaults={"topk": topk, "predicted_index": topk[0]["index"], "probability": topk[0]["probability"]},
+        defaults={
+            "topk": topk,
+            "predicted_index": topk[0]["index"],
+            "probability": topk[0]["probability"],
+        },
     )
     targets = explanation_targets(prediction=prediction, item=item, top_k=job.top_k)
     existing = {
         e.target_index: e
-        for e in Explanation.objects.filter(model=model, item=item, method=job.method, target_index__in=targets)
+        for e in Explanation.objects.filter(
+            model=model, item=item, method=job.method, target_index__in=targets
+        )
     }
     todo = [t for t in targets if t not in existing]
     if todo:
@@ -447,7 +465,9 @@ def _explanation_store(
     )
     stem = f"{model.pk}-{item.pk}-{method}-{target}"
     explanation.array.save(f"{stem}.npy", ContentFile(npy.getvalue()), save=False)
-    explanation.overlay.save(f"{stem}.png", ContentFile(rendering.to_png_bytes(overlay)), save=False)
+    explanation.overlay.save(
+        f"{stem}.png", ContentFile(rendering.to_png_bytes(overlay)), save=False
+    )
     try:
         with transaction.atomic():
             explanation.save()
@@ -455,7 +475,9 @@ def _explanation_store(
         # Another run stored this artifact first: keep theirs, drop our files.
         explanation.array.delete(save=False)
         explanation.overlay.delete(save=False)
-        explanation = Explanation.objects.get(model=model, item=item, method=method, target_index=target)
+        explanation = Explanation.objects.get(
+            model=model, item=item, method=method, target_index=target
+        )
     return explanation
 
 

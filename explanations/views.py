@@ -28,7 +28,12 @@ def job_detail(request: HttpRequest, pk: int) -> HttpResponse:
             )
         )
         rows.append(
-            {"job_item": job_item, "item": item, "prediction": predictions.get(item.pk), "explanations": explanations}
+            {
+                "job_item": job_item,
+                "item": item,
+                "prediction": predictions.get(item.pk),
+                "explanations": explanations,
+            }
         )
     return render(request, "explanations/job_detail.html", {"job": job, "rows": rows})
 
@@ -47,8 +52,18 @@ class ExplanationJobSerializer(serializers.ModelSerializer):
     class Meta:
         model = ExplanationJob
         fields = [
-            "id", "method", "top_k", "status", "total_items", "done_items", "failed_items",
-            "progress", "error", "created_at", "started_at", "finished_at",
+            "id",
+            "method",
+            "top_k",
+            "status",
+            "total_items",
+            "done_items",
+            "failed_items",
+            "progress",
+            "error",
+            "created_at",
+            "started_at",
+            "finished_at",
         ]
 
 

@@ -56,4 +56,6 @@ class ParticipantStateApi(APIView):
         participant.refresh_from_db()
         body = participant_state(participant)
         body["stored"] = result.created
-        return Response(body, status=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK)
+        return Response(
+            body, status=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK
+        )

@@ -66,7 +66,9 @@ class HttpTransport:
                 text = body.decode("utf-8") if "text" in ctype or "json" in ctype else ""
                 return Page(resp.status, urllib.parse.urlsplit(resp.url).path, text)
         except urllib.error.HTTPError as exc:
-            return Page(exc.code, urllib.parse.urlsplit(url).path, exc.read().decode("utf-8", "replace"))
+            return Page(
+                exc.code, urllib.parse.urlsplit(url).path, exc.read().decode("utf-8", "replace")
+            )
 
     def get(self, path: str) -> Page:
         return self._open(path, None)

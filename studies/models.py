@@ -42,7 +42,9 @@ class Study(models.Model):
 
     slug = models.SlugField(max_length=80, unique=True)
     title = models.CharField(max_length=200)
-    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="studies")
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="studies"
+    )
     status = models.CharField(max_length=20, choices=StudyStatus.choices, default=StudyStatus.DRAFT)
     model = models.ForeignKey(ClassifierModel, on_delete=models.PROTECT, related_name="+")
     dataset = models.ForeignKey(Dataset, on_delete=models.PROTECT, related_name="+")
@@ -50,7 +52,9 @@ class Study(models.Model):
     spec = models.JSONField(default=dict, help_text="The design as launched (frozen).")
     completion_code = models.CharField(max_length=32, default=_completion_code)
     simulation_key = models.CharField(
-        max_length=64, default=_simulation_key, help_text="Secret that marks simulated participants."
+        max_length=64,
+        default=_simulation_key,
+        help_text="Secret that marks simulated participants.",
     )
     created_at = models.DateTimeField(default=timezone.now)
 
@@ -89,8 +93,13 @@ class Trial(models.Model):
     stimuli = models.JSONField()
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["study", "index"], name="trial_unique_index")]
+        constraints = [
+            models.UniqueConstraint(fields=["study", "index"], name="trial_unique_index")
+        ]
         ordering = ["study_id", "index"]
+
+    def __str__(self) -> str:
+        return f"{self.study.slug} #{self.index} {self.task_type} {self.item.name}"
 
 
 class ParticipantStage(models.TextChoices):
@@ -154,3 +163,6 @@ class Response(models.Model):
             models.UniqueConstraint(fields=["participant", "trial"], name="response_unique")
         ]
         ordering = ["participant_id", "position"]
+
+    def __str__(self) -> str:
+        return f"{self.participant.public_id} #{self.position}: {self.answer}"

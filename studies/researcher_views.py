@@ -12,6 +12,10 @@ from explanations.models import ExplanationJob
 
 from .models import Study
 
+PROLIFIC_QUERY = (
+    "?PROLIFIC_PID={{%PROLIFIC_PID%}}&STUDY_ID={{%STUDY_ID%}}&SESSION_ID={{%SESSION_ID%}}"
+)
+
 
 def study_get_for_user(user, slug: str) -> Study:
     """The study if ``user`` may see it (owner or superuser); Http404 otherwise."""
@@ -23,7 +27,11 @@ def study_get_for_user(user, slug: str) -> Study:
 
 @login_required
 def researcher_home(request: HttpRequest) -> HttpResponse:
-    studies = Study.objects.all() if request.user.is_superuser else Study.objects.filter(owner=request.user)
+    studies = (
+        Study.objects.all()
+        if request.user.is_superuser
+        else Study.objects.filter(owner=request.user)
+    )
     studies = studies.annotate(
         n_participants=Count("participants"),
         n_completed=Count("participants", filter=Q(participants__completed_at__isnull=False)),
@@ -39,7 +47,9 @@ def researcher_home(request: HttpRequest) -> HttpResponse:
 @login_required
 def study_detail(request: HttpRequest, slug: str) -> HttpResponse:
     study = study_get_for_user(request.user, slug)
-    participants = study.participants.annotate(n_responses=Count("responses")).order_by("-created_at")
+    participants = study.participants.annotate(n_responses=Count("responses")).order_by(
+        "-created_at"
+    )
     start_url = request.build_absolute_uri(reverse("studies:start", kwargs={"slug": study.slug}))
     return render(
         request,
@@ -49,7 +59,6 @@ def study_detail(request: HttpRequest, slug: str) -> HttpResponse:
             "participants": participants[:200],
             "n_trials": study.trials.count(),
             "start_url": start_url,
-            "prolific_url": start_url
-            + "?PROLIFIC_PID={{%PROLIFIC_PID%}}&STUDY_ID={{%STUDY_ID%}}&SESSION_ID={{%SESSION_ID%}}",
+            "prolific_url": start_url + PROLIFIC_QUERY,
         },
     )

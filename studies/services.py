@@ -69,7 +69,9 @@ def study_create_hive(
     """
     predictions = {
         p.item_id: p
-        for p in Prediction.objects.filter(model=model, item__dataset=dataset).select_related("item")
+        for p in Prediction.objects.filter(model=model, item__dataset=dataset).select_related(
+            "item"
+        )
     }
     explanations: dict[tuple[int, int], Explanation] = {
         (e.item_id, e.target_index): e
@@ -135,7 +137,9 @@ def study_create_hive(
                     "model_correct": correct,
                 }
                 if task == TaskType.AGREEMENT:
-                    saliency = explanation_array_load(explanations[(item.pk, prediction.predicted_index)])
+                    saliency = explanation_array_load(
+                        explanations[(item.pk, prediction.predicted_index)]
+                    )
                     heat = rendering.overlay(view, rendering.normalize_each(saliency[None])[0])
                     Trial.objects.create(
                         **common,
@@ -145,14 +149,18 @@ def study_create_hive(
                 else:
                     order = list(candidates)
                     rng.shuffle(order)
-                    maps = np.stack([explanation_array_load(explanations[(item.pk, c)]) for c in order])
+                    maps = np.stack(
+                        [explanation_array_load(explanations[(item.pk, c)]) for c in order]
+                    )
                     joint = rendering.normalize_jointly(maps)
                     stimuli = {"photo": photo}
                     options, option_classes = [], {}
                     for pos, (cls, saliency) in enumerate(zip(order, joint, strict=True)):
                         slot = f"h{pos}"
                         stimuli[slot] = _stimulus_save(study, rendering.overlay(view, saliency))
-                        options.append({"value": str(pos), "label": model.class_name(cls), "image": slot})
+                        options.append(
+                            {"value": str(pos), "label": model.class_name(cls), "image": slot}
+                        )
                         option_classes[str(pos)] = cls
                     Trial.objects.create(
                         **common,

@@ -75,7 +75,9 @@ def participant_page(request: HttpRequest, token) -> HttpResponse:
 @require_POST
 def participant_consent(request: HttpRequest, token) -> HttpResponse:
     participant = _participant_get(token)
-    services.participant_consent(participant=participant, agree=request.POST.get("consent") == "yes")
+    services.participant_consent(
+        participant=participant, agree=request.POST.get("consent") == "yes"
+    )
     return redirect("studies:participant", token=participant.token)
 
 
@@ -95,11 +97,16 @@ def participant_answer(request: HttpRequest, token) -> HttpResponse:
         rt_raw = request.POST.get("rt_ms", "")
         rt_ms = int(float(rt_raw)) if rt_raw else None
     except ValueError:
-        request.session["participant_error"] = "Something went wrong with that answer; please answer again."
+        request.session["participant_error"] = (
+            "Something went wrong with that answer; please answer again."
+        )
         return redirect("studies:participant", token=participant.token)
     try:
         services.response_submit(
-            participant=participant, position=position, answer=request.POST.get("answer", ""), rt_ms=rt_ms
+            participant=participant,
+            position=position,
+            answer=request.POST.get("answer", ""),
+            rt_ms=rt_ms,
         )
     except InvalidAnswer:
         request.session["participant_error"] = "Please choose one of the options before continuing."

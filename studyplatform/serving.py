@@ -30,8 +30,11 @@ def server_start(host: str = "127.0.0.1", port: int = 0) -> tuple[WSGIServer, th
         OSError: the address is in use.
     """
     server = make_server(
-        host, port, StaticFilesHandler(get_wsgi_application()),
-        server_class=_ThreadingWSGIServer, handler_class=_QuietHandler,
+        host,
+        port,
+        StaticFilesHandler(get_wsgi_application()),
+        server_class=_ThreadingWSGIServer,
+        handler_class=_QuietHandler,
     )
     thread = threading.Thread(target=server.serve_forever, name="wsgi", daemon=True)
     thread.start()

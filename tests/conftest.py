@@ -63,32 +63,59 @@ def tiny_world(db):
     * ``unlabelled``: no label; must not become a trial.
     """
     model = ClassifierModel.objects.create(
-        name="tiny", architecture="efficientnet-lite0", weights_path="/nonexistent",
-        weights_sha256="0" * 64, class_names=CLASS_NAMES, input_size=16,
-        normalization_mean=[0, 0, 0], normalization_std=[1, 1, 1], target_layer="conv",
+        name="tiny",
+        architecture="efficientnet-lite0",
+        weights_path="/nonexistent",
+        weights_sha256="0" * 64,
+        class_names=CLASS_NAMES,
+        input_size=16,
+        normalization_mean=[0, 0, 0],
+        normalization_std=[1, 1, 1],
+        target_layer="conv",
     )
     dataset = Dataset.objects.create(name="tiny photos")
     rng = np.random.default_rng(0)
-    specs = [("right", 0, [0, 1, 2, 3, 5]), ("wrong", 4, [1, 2, 3, 0, 4]), ("unlabelled", None, [2, 1, 0, 3, 4])]
+    specs = [
+        ("right", 0, [0, 1, 2, 3, 5]),
+        ("wrong", 4, [1, 2, 3, 0, 4]),
+        ("unlabelled", None, [2, 1, 0, 3, 4]),
+    ]
     for name, label, order in specs:
         pixels = rng.integers(0, 255, size=(16, 20, 3), dtype=np.uint8)
-        item = Item(dataset=dataset, name=name, sha256=name.ljust(64, "0"), width=20, height=16,
-                    label_index=label, label_name=CLASS_NAMES[label] if label is not None else "")
+        item = Item(
+            dataset=dataset,
+            name=name,
+            sha256=name.ljust(64, "0"),
+            width=20,
+            height=16,
+            label_index=label,
+            label_name=CLASS_NAMES[label] if label is not None else "",
+        )
         item.image.save(f"{name}.png", ContentFile(png_bytes(pixels)), save=False)
         item.save()
-        Prediction.objects.create(model=model, item=item, topk=_topk(order),
-                                  predicted_index=order[0], probability=0.5)
+        Prediction.objects.create(
+            model=model, item=item, topk=_topk(order), predicted_index=order[0], probability=0.5
+        )
         targets = order[:4] + ([label] if label is not None and label not in order[:4] else [])
         for rank, target in enumerate(targets):
             saliency = np.zeros((16, 16), dtype=np.float32)
             saliency[target : target + 4, :] = float(target + 1)
             buf = io.BytesIO()
             np.save(buf, saliency)
-            e = Explanation(model=model, item=item, method="gradcam", target_index=target,
-                            target_rank=rank if target in order else None, max_value=float(saliency.max()))
+            e = Explanation(
+                model=model,
+                item=item,
+                method="gradcam",
+                target_index=target,
+                target_rank=rank if target in order else None,
+                max_value=float(saliency.max()),
+            )
             e.array.save(f"{name}-{target}.npy", ContentFile(buf.getvalue()), save=False)
-            e.overlay.save(f"{name}-{target}.png", ContentFile(rendering.to_png_bytes(
-                np.zeros((16, 16, 3), dtype=np.uint8))), save=False)
+            e.overlay.save(
+                f"{name}-{target}.png",
+                ContentFile(rendering.to_png_bytes(np.zeros((16, 16, 3), dtype=np.uint8))),
+                save=False,
+            )
             e.save()
     return model, dataset
 
@@ -96,4 +123,6 @@ def tiny_world(db):
 @pytest.fixture
 def hive_study(tiny_world, researcher):
     model, dataset = tiny_world
-    return study_create_hive(title="Tiny HIVE", owner=researcher, model=model, dataset=dataset, seed=1)
+    return study_create_hive(
+        title="Tiny HIVE", owner=researcher, model=model, dataset=dataset, seed=1
+    )

@@ -14,18 +14,28 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.mark.slow
 def test_demo_runs_a_whole_study_through_a_real_celery_worker(tmp_path):
-    env = dict(os.environ, STUDYPLATFORM_VAR_DIR=str(tmp_path),
-               DJANGO_SETTINGS_MODULE="studyplatform.settings.base", DEMO_PASSWORD="pw-demo")
+    env = dict(
+        os.environ,
+        STUDYPLATFORM_VAR_DIR=str(tmp_path),
+        DJANGO_SETTINGS_MODULE="studyplatform.settings.base",
+        DEMO_PASSWORD="pw-demo",
+    )
     run = subprocess.run(
         [sys.executable, "manage.py", "demo", "--no-serve", "--participants", "4"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert run.returncode == 0, run.stdout + run.stderr
     out = run.stdout
     assert "started Celery worker pid" in out
     assert re.search(r"job #1: succeeded, 10/10 items, 0 failed", out)
     assert "14 trials (7 agreement + 7 distinction)" in out
-    rows = re.findall(r"^(agreement|distinction)\s+(all|model right|model wrong)\s+(\d+)", out, re.M)
+    rows = re.findall(
+        r"^(agreement|distinction)\s+(all|model right|model wrong)\s+(\d+)", out, re.M
+    )
     counts = {(task, model): int(n) for task, model, n in rows}
     assert counts[("agreement", "all")] == 4 * 7 and counts[("distinction", "all")] == 4 * 7
     assert counts[("agreement", "model right")] + counts[("agreement", "model wrong")] == 28

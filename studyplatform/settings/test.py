@@ -4,9 +4,7 @@ import os
 import tempfile
 from pathlib import Path
 
-os.environ.setdefault(
-    "STUDYPLATFORM_VAR_DIR", tempfile.mkdtemp(prefix="studyplatform-test-")
-)
+os.environ.setdefault("STUDYPLATFORM_VAR_DIR", tempfile.mkdtemp(prefix="studyplatform-test-"))
 
 from .base import *  # noqa: E402,F403
 from .base import DATABASES, VAR_DIR  # noqa: E402

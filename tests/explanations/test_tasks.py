@@ -10,7 +10,9 @@ from explanations import tasks
 @pytest.mark.django_db
 def test_task_calls_the_job_service_with_the_id(monkeypatch):
     seen = []
-    monkeypatch.setattr(tasks.services, "explanation_job_run", lambda *, job_id: seen.append(job_id))
+    monkeypatch.setattr(
+        tasks.services, "explanation_job_run", lambda *, job_id: seen.append(job_id)
+    )
     args = json.loads(json.dumps([42]))
     tasks.explanation_job_run_task.apply(args=args).get()
     assert seen == [42]

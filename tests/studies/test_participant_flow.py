@@ -15,8 +15,17 @@ from studies.bots import DjangoClientTransport, bot_run, parse_page
 from studies.models import Participant, ParticipantStage, Response, StudyStatus, TaskType
 from tests.conftest import CLASS_NAMES
 
-SERVER_ONLY = ["model_correct", "true_index", "correct_value", "option_classes", "is_correct",
-               "ground_truth", "ground truth", "true_class", "label_index"]
+SERVER_ONLY = [
+    "model_correct",
+    "true_index",
+    "correct_value",
+    "option_classes",
+    "is_correct",
+    "ground_truth",
+    "ground truth",
+    "true_class",
+    "label_index",
+]
 
 
 def start(client: Client, study, query: str = "") -> str:
@@ -36,15 +45,22 @@ def advance_to_trials(client: Client, study, query: str = "") -> str:
 def current_form(client: Client, token: str) -> dict:
     html = client.get(f"/p/{token}/").content.decode()
     form = parse_page(html).forms[0]
-    return {"position": form.fields["position"], "choices": form.choices["answer"],
-            "task": form.attrs["data-task"], "html": html}
+    return {
+        "position": form.fields["position"],
+        "choices": form.choices["answer"],
+        "task": form.attrs["data-task"],
+        "html": html,
+    }
 
 
 def test_bot_completes_the_study_through_the_views(hive_study):
     key = hive_study.simulation_key
-    result = bot_run(transport=DjangoClientTransport(Client()),
-                     start_path=f"/s/{hive_study.slug}/?SIMULATION_KEY={key}&BOT_POLICY=uniform",
-                     policy="uniform", seed=3)
+    result = bot_run(
+        transport=DjangoClientTransport(Client()),
+        start_path=f"/s/{hive_study.slug}/?SIMULATION_KEY={key}&BOT_POLICY=uniform",
+        policy="uniform",
+        seed=3,
+    )
     assert result.completion_code == hive_study.completion_code
     assert result.answers == 4
     participant = Participant.objects.get()
@@ -60,7 +76,9 @@ def test_agreement_trials_come_before_distinction_trials(hive_study):
     for _ in range(4):
         form = current_form(client, token)
         seen.append(form["task"])
-        client.post(f"/p/{token}/answer", {"position": form["position"], "answer": form["choices"][0]})
+        client.post(
+            f"/p/{token}/answer", {"position": form["position"], "answer": form["choices"][0]}
+        )
     assert seen == ["agreement", "agreement", "distinction", "distinction"]
 
 
@@ -75,7 +93,9 @@ def test_reload_mid_study_resumes_at_the_same_trial(hive_study):
     client = Client()
     token = advance_to_trials(client, hive_study)
     first = current_form(client, token)
-    client.post(f"/p/{token}/answer", {"position": first["position"], "answer": first["choices"][0]})
+    client.post(
+        f"/p/{token}/answer", {"position": first["position"], "answer": first["choices"][0]}
+    )
     second = current_form(client, token)
     again = current_form(client, token)  # reload
     assert second["position"] == again["position"] == "1"
@@ -90,8 +110,11 @@ def test_prolific_participant_returning_resumes_the_same_record(hive_study):
     other_browser = start(Client(), hive_study, query)
     assert other_browser == f"/p/{token}/"
     participant = Participant.objects.get()
-    assert (participant.prolific_pid, participant.prolific_study_id, participant.prolific_session_id) == (
-        "abc123", "s1", "x9")
+    assert (
+        participant.prolific_pid,
+        participant.prolific_study_id,
+        participant.prolific_session_id,
+    ) == ("abc123", "s1", "x9")
 
 
 def test_same_answer_posted_twice_stores_one_response(hive_study):
@@ -120,7 +143,9 @@ def test_answers_before_consent_are_refused(hive_study):
     client = Client()
     token = start(client, hive_study).strip("/").split("/")[1]
     client.post(f"/p/{token}/answer", {"position": "0", "answer": "1"})
-    api = client.post(f"/api/p/{token}/", {"position": 0, "answer": "1"}, content_type="application/json")
+    api = client.post(
+        f"/api/p/{token}/", {"position": 0, "answer": "1"}, content_type="application/json"
+    )
     assert api.status_code == 410
     assert Response.objects.count() == 0
 
@@ -153,18 +178,36 @@ def test_participant_cannot_see_ground_truth_or_model_correctness(hive_study):
         for text in (form["html"], api.content.decode()):
             for word in SERVER_ONLY:
                 assert word not in text
-        assert set(body) == {"stage", "study_title", "progress", "trial", "completion_code", "prolific"}
-        allowed = {"position", "task", "title", "question", "help", "photo", "options",
-                   "heatmap", "predicted_label"}
+        assert set(body) == {
+            "stage",
+            "study_title",
+            "progress",
+            "trial",
+            "completion_code",
+            "prolific",
+        }
+        allowed = {
+            "position",
+            "task",
+            "title",
+            "question",
+            "help",
+            "photo",
+            "options",
+            "heatmap",
+            "predicted_label",
+        }
         assert set(body["trial"]) <= allowed
         if form["task"] == TaskType.AGREEMENT:
             assert true_of_wrong not in form["html"]
             assert true_of_wrong not in api.content.decode()
         for url in re.findall(r'src="([^"]+)"', form["html"]):
             assert re.fullmatch(rf"/p/{token}/img/\d+/(photo|heatmap|h[0-3])\.png", url)
-        post = client.post(f"/api/p/{token}/", {"position": int(form["position"]),
-                                                  "answer": form["choices"][0]},
-                           content_type="application/json")
+        post = client.post(
+            f"/api/p/{token}/",
+            {"position": int(form["position"]), "answer": form["choices"][0]},
+            content_type="application/json",
+        )
         for word in SERVER_ONLY:
             assert word not in post.content.decode()
     debrief = client.get(f"/p/{token}/").content.decode()
@@ -190,16 +233,25 @@ def test_api_answers_are_idempotent_and_say_nothing_about_correctness(hive_study
     first = client.post(f"/api/p/{token}/", payload, content_type="application/json")
     second = client.post(f"/api/p/{token}/", payload, content_type="application/json")
     assert (first.status_code, second.status_code) == (201, 200)
-    assert json.loads(first.content)["stored"] is True and json.loads(second.content)["stored"] is False
+    assert (
+        json.loads(first.content)["stored"] is True
+        and json.loads(second.content)["stored"] is False
+    )
     assert Response.objects.get().rt_ms == 1234
-    bad = client.post(f"/api/p/{token}/", {"position": 1, "answer": "nope"}, content_type="application/json")
+    bad = client.post(
+        f"/api/p/{token}/", {"position": 1, "answer": "nope"}, content_type="application/json"
+    )
     assert bad.status_code == 400
-    ahead = client.post(f"/api/p/{token}/", {"position": 3, "answer": "1"}, content_type="application/json")
+    ahead = client.post(
+        f"/api/p/{token}/", {"position": 3, "answer": "1"}, content_type="application/json"
+    )
     assert ahead.status_code == 409
 
 
 @pytest.mark.django_db(transaction=True)
-def test_same_answer_posted_five_times_concurrently_stores_one_response(live_server, tiny_world, researcher):
+def test_same_answer_posted_five_times_concurrently_stores_one_response(
+    live_server, tiny_world, researcher
+):
     from studies.services import study_create_hive
 
     model, dataset = tiny_world
@@ -209,14 +261,18 @@ def test_same_answer_posted_five_times_concurrently_stores_one_response(live_ser
     form = current_form(client, token)
     csrf = client.cookies["csrftoken"].value
     cookie = "; ".join(f"{k}={v.value}" for k, v in client.cookies.items())
-    body = urllib.parse.urlencode({"csrfmiddlewaretoken": csrf, "position": form["position"],
-                                   "answer": form["choices"][0]}).encode()
+    body = urllib.parse.urlencode(
+        {"csrfmiddlewaretoken": csrf, "position": form["position"], "answer": form["choices"][0]}
+    ).encode()
     barrier = threading.Barrier(5)
     statuses: list[int] = []
 
     def post() -> None:
-        request = urllib.request.Request(f"{live_server.url}/p/{token}/answer", data=body,
-                                         headers={"Cookie": cookie, "Referer": live_server.url})
+        request = urllib.request.Request(
+            f"{live_server.url}/p/{token}/answer",
+            data=body,
+            headers={"Cookie": cookie, "Referer": live_server.url},
+        )
         barrier.wait()
         with urllib.request.urlopen(request, timeout=30) as resp:
             statuses.append(resp.status)

@@ -13,9 +13,12 @@ from studies.bots import DjangoClientTransport, bot_run
 @pytest.fixture
 def answered_study(hive_study):
     for seed, policy in enumerate(["uniform", "trusting", "uniform"]):
-        bot_run(transport=DjangoClientTransport(Client()),
-                start_path=f"/s/{hive_study.slug}/?SIMULATION_KEY={hive_study.simulation_key}&BOT_POLICY={policy}",
-                policy=policy, seed=seed)
+        bot_run(
+            transport=DjangoClientTransport(Client()),
+            start_path=f"/s/{hive_study.slug}/?SIMULATION_KEY={hive_study.simulation_key}&BOT_POLICY={policy}",
+            policy=policy,
+            seed=seed,
+        )
     return hive_study
 
 
@@ -25,9 +28,18 @@ def login(user, password):
     return client
 
 
-@pytest.mark.parametrize("path", ["/r/studies/{slug}/", "/r/studies/{slug}/results/",
-                                  "/r/studies/{slug}/results.png", "/r/studies/{slug}/responses.csv"])
-def test_outsiders_get_404_and_owners_get_the_page(answered_study, researcher, co_researcher, outsider, path):
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/r/studies/{slug}/",
+        "/r/studies/{slug}/results/",
+        "/r/studies/{slug}/results.png",
+        "/r/studies/{slug}/responses.csv",
+    ],
+)
+def test_outsiders_get_404_and_owners_get_the_page(
+    answered_study, researcher, co_researcher, outsider, path
+):
     url = path.format(slug=answered_study.slug)
     assert login(researcher, "pw-researcher").get(url).status_code == 200
     assert login(co_researcher, "pw-co").get(url).status_code == 404
@@ -36,7 +48,9 @@ def test_outsiders_get_404_and_owners_get_the_page(answered_study, researcher, c
 
 
 def test_csv_has_one_row_per_response_with_the_truth_for_researchers(answered_study, researcher):
-    response = login(researcher, "pw-researcher").get(f"/r/studies/{answered_study.slug}/responses.csv")
+    response = login(researcher, "pw-researcher").get(
+        f"/r/studies/{answered_study.slug}/responses.csv"
+    )
     frame = pd.read_csv(io.StringIO(response.content.decode()))
     assert len(frame) == 12  # 3 bots x 4 trials
     assert set(frame["task"]) == {"agreement", "distinction"}
@@ -46,7 +60,10 @@ def test_csv_has_one_row_per_response_with_the_truth_for_researchers(answered_st
     assert not wrong["model_correct"].any()
     # the trusting bot always says "correct" in agreement, so it is wrong on the wrong prediction
     trusting = frame[(frame["bot_policy"] == "trusting") & (frame["task"] == "agreement")]
-    assert dict(zip(trusting["item"], trusting["is_correct"], strict=True)) == {"right": True, "wrong": False}
+    assert dict(zip(trusting["item"], trusting["is_correct"], strict=True)) == {
+        "right": True,
+        "wrong": False,
+    }
 
 
 def test_results_page_shows_accuracy_split_by_model_correctness(answered_study, researcher):
@@ -54,8 +71,12 @@ def test_results_page_shows_accuracy_split_by_model_correctness(answered_study, 
     page = client.get(f"/r/studies/{answered_study.slug}/results/").content.decode()
     assert "model right" in page and "model wrong" in page and "Wilson" in page
     assert "3 simulated" in page
-    excluded = client.get(f"/r/studies/{answered_study.slug}/results/?simulated=exclude").content.decode()
+    excluded = client.get(
+        f"/r/studies/{answered_study.slug}/results/?simulated=exclude"
+    ).content.decode()
     assert "No responses yet" in excluded
-    assert client.get(f"/r/studies/{answered_study.slug}/results/?simulated=bogus").status_code == 400
+    assert (
+        client.get(f"/r/studies/{answered_study.slug}/results/?simulated=bogus").status_code == 400
+    )
     png = client.get(f"/r/studies/{answered_study.slug}/results.png").content
     assert Image.open(io.BytesIO(png)).size[0] > 300

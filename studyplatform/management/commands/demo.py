@@ -35,7 +35,9 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--no-serve", action="store_true", help="Exit after printing results.")
-        parser.add_argument("--port", type=int, default=8000, help="Port to serve on (default 8000).")
+        parser.add_argument(
+            "--port", type=int, default=8000, help="Port to serve on (default 8000)."
+        )
         parser.add_argument("--host", default="127.0.0.1")
         parser.add_argument("--participants", type=int, default=12, help="Simulated participants.")
         parser.add_argument(
@@ -53,12 +55,16 @@ class Command(BaseCommand):
 
         out.write(self.style.MIGRATE_HEADING("2/6 Model and photos"))
         model = demo_model_register()
-        out.write(f"  model: {model.name} ({model.architecture}, {model.num_classes} classes, "
-                  f"weights sha256 {model.weights_sha256[:12]}, target layer {model.target_layer})")
+        out.write(
+            f"  model: {model.name} ({model.architecture}, {model.num_classes} classes, "
+            f"weights sha256 {model.weights_sha256[:12]}, target layer {model.target_layer})"
+        )
         dataset, report = demo_dataset_import()
-        out.write(f"  dataset: {dataset.name}: {dataset.items.count()} photos "
-                  f"({len(report.imported)} imported now, {len(report.duplicates)} already there, "
-                  f"{len(report.failed)} failed)")
+        out.write(
+            f"  dataset: {dataset.name}: {dataset.items.count()} photos "
+            f"({len(report.imported)} imported now, {len(report.duplicates)} already there, "
+            f"{len(report.failed)} failed)"
+        )
         for name, reason in report.failed:
             out.write(self.style.WARNING(f"    {name}: {reason}"))
 
@@ -67,8 +73,10 @@ class Command(BaseCommand):
         try:
             job = explanation_job_create(model=model, dataset=dataset, method="gradcam", top_k=4)
             job = self._job_wait(job, worker)
-            out.write(f"  job #{job.pk}: {job.status}, {job.done_items}/{job.total_items} items, "
-                      f"{job.failed_items} failed")
+            out.write(
+                f"  job #{job.pk}: {job.status}, {job.done_items}/{job.total_items} items, "
+                f"{job.failed_items} failed"
+            )
             if job.error:
                 out.write(self.style.WARNING("  " + job.error.replace("\n", "\n  ")))
             if job.status != "succeeded":
@@ -77,19 +85,28 @@ class Command(BaseCommand):
             out.write(self.style.MIGRATE_HEADING("4/6 HIVE study"))
             owner = get_user_model().objects.get(username="researcher")
             study = study_create_hive(
-                title="HIVE demo: Grad-CAM on EfficientNet-Lite0", owner=owner, model=model,
-                dataset=dataset, method="gradcam", seed=int(time.time()),
+                title="HIVE demo: Grad-CAM on EfficientNet-Lite0",
+                owner=owner,
+                model=model,
+                dataset=dataset,
+                method="gradcam",
+                seed=int(time.time()),
             )
             n_items = len(study.spec["items"])
-            out.write(f"  study '{study.slug}': {study.trials.count()} trials "
-                      f"({n_items} agreement + {n_items} distinction)")
+            out.write(
+                f"  study '{study.slug}': {study.trials.count()} trials "
+                f"({n_items} agreement + {n_items} distinction)"
+            )
 
             out.write(self.style.MIGRATE_HEADING("5/6 Simulated participants over HTTP"))
             try:
-                server, _thread = server_start(opts["host"], 0 if opts["no_serve"] else opts["port"])
+                server, _thread = server_start(
+                    opts["host"], 0 if opts["no_serve"] else opts["port"]
+                )
             except OSError as exc:
-                raise CommandError(f"cannot listen on {opts['host']}:{opts['port']}: {exc}; "
-                                   f"pass --port") from None
+                raise CommandError(
+                    f"cannot listen on {opts['host']}:{opts['port']}: {exc}; pass --port"
+                ) from None
             base = f"http://{opts['host']}:{server.server_port}"
             start = f"/s/{study.slug}/"
             for i in range(opts["participants"]):
@@ -97,12 +114,15 @@ class Command(BaseCommand):
                 result = bot_run(
                     transport=HttpTransport(base),
                     start_path=f"{start}?SIMULATION_KEY={study.simulation_key}&BOT_POLICY={policy}",
-                    policy=policy, seed=i,
+                    policy=policy,
+                    seed=i,
                 )
                 if result.completion_code != study.completion_code:
                     raise CommandError("a bot finished with the wrong completion code")
-            out.write(f"  {opts['participants']} simulated participants finished "
-                      f"({', '.join(BOT_POLICIES)} policies)")
+            out.write(
+                f"  {opts['participants']} simulated participants finished "
+                f"({', '.join(BOT_POLICIES)} policies)"
+            )
 
             out.write(self.style.MIGRATE_HEADING("6/6 Results (simulated participants)"))
             out.write(results_text_table(study_results(study)))
@@ -110,7 +130,9 @@ class Command(BaseCommand):
             out.write(f"  Participant link: {base}{start}")
             out.write(f"  Results page:     {base}/r/studies/{study.slug}/results/")
             out.write(f"  Explanation job:  {base}/r/jobs/{job.pk}/")
-            out.write(f"  Admin login:      {base}/admin/  user 'researcher', password '{password}'")
+            out.write(
+                f"  Admin login:      {base}/admin/  user 'researcher', password '{password}'"
+            )
             if opts["no_serve"]:
                 server.shutdown()
                 return
@@ -137,18 +159,40 @@ class Command(BaseCommand):
     def _worker_start(self) -> subprocess.Popen:
         log_dir = Path(settings.VAR_DIR) / "log"
         log_dir.mkdir(parents=True, exist_ok=True)
-        for folder in settings.CELERY_BROKER_TRANSPORT_OPTIONS.get("data_folder_in", ""), \
-                settings.CELERY_BROKER_TRANSPORT_OPTIONS.get("control_folder", ""):
+        for folder in (
+            settings.CELERY_BROKER_TRANSPORT_OPTIONS.get("data_folder_in", ""),
+            settings.CELERY_BROKER_TRANSPORT_OPTIONS.get("control_folder", ""),
+        ):
             if folder:
                 Path(folder).mkdir(parents=True, exist_ok=True)
         log = open(log_dir / "worker.log", "ab")  # noqa: SIM115 - closed with the process
-        cmd = [sys.executable, "-m", "celery", "-A", "studyplatform", "worker", "-Q", "gpu,cpu",
-               "--concurrency", "1", "--loglevel", "INFO", "--without-gossip",
-               "--without-mingle", "--hostname", f"demo-{os.getpid()}@%h"]
-        env = dict(os.environ, DJANGO_SETTINGS_MODULE=os.environ.get(
-            "DJANGO_SETTINGS_MODULE", "studyplatform.settings.base"))
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                cwd=settings.BASE_DIR)
+        cmd = [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "studyplatform",
+            "worker",
+            "-Q",
+            "gpu,cpu",
+            "--concurrency",
+            "1",
+            "--loglevel",
+            "INFO",
+            "--without-gossip",
+            "--without-mingle",
+            "--hostname",
+            f"demo-{os.getpid()}@%h",
+        ]
+        env = dict(
+            os.environ,
+            DJANGO_SETTINGS_MODULE=os.environ.get(
+                "DJANGO_SETTINGS_MODULE", "studyplatform.settings.base"
+            ),
+        )
+        proc = subprocess.Popen(
+            cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=settings.BASE_DIR
+        )
         proc.log_path = log_dir / "worker.log"  # type: ignore[attr-defined]
         self.stdout.write(f"  started Celery worker pid {proc.pid} (log: {proc.log_path})")
         return proc
@@ -170,8 +214,10 @@ class Command(BaseCommand):
             if (done, job.status) != last:
                 last = (done, job.status)
                 filled = int(width * done / max(job.total_items, 1))
-                line = (f"  [{'#' * filled}{'.' * (width - filled)}] {done}/{job.total_items} "
-                        f"items ({job.status})")
+                line = (
+                    f"  [{'#' * filled}{'.' * (width - filled)}] {done}/{job.total_items} "
+                    f"items ({job.status})"
+                )
                 self.stdout.write(("\r" + line) if tty else line, ending="" if tty else "\n")
                 self.stdout.flush()
             if job.is_finished:
@@ -180,7 +226,9 @@ class Command(BaseCommand):
                 return job
             if worker is not None and worker.poll() is not None:
                 tail = Path(worker.log_path).read_text(errors="replace")[-2000:]
-                raise CommandError(f"the Celery worker exited with code {worker.returncode}:\n{tail}")
+                raise CommandError(
+                    f"the Celery worker exited with code {worker.returncode}:\n{tail}"
+                )
             if time.monotonic() > deadline:
                 raise CommandError(f"job #{job.pk} did not finish in {JOB_TIMEOUT_S} s")
             time.sleep(0.2)
