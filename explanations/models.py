@@ -142,6 +142,10 @@ class ExplanationJob(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(
+        null=True, blank=True, help_text="Last sign of life from a worker running this job."
+    )
+    enqueue_count = models.PositiveIntegerField(default=0)
 
     def __str__(self) -> str:
         return f"{self.method} on {self.dataset} with {self.model} ({self.status})"
@@ -173,6 +177,9 @@ class ExplanationJobItem(models.Model):
         max_length=20, choices=JobItemStatus.choices, default=JobItemStatus.PENDING
     )
     attempts = models.PositiveSmallIntegerField(default=0)
+    leased_until = models.DateTimeField(
+        null=True, blank=True, help_text="A worker holds this item until then."
+    )
     error = models.TextField(blank=True)
     duration_ms = models.PositiveIntegerField(null=True, blank=True)
 

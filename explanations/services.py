@@ -12,14 +12,17 @@ import threading
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 import torch
+from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.core.files.base import ContentFile
-from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.core.files.storage import default_storage
+from django.db import DatabaseError, IntegrityError, transaction
+from django.db.models import F, Q
 from django.utils import timezone
 from torch import nn
 
@@ -144,18 +147,19 @@ def _normalization_resolve(
     return [float(m) for m in mean], [float(s) for s in std]
 
 
-_NET_CACHE: dict[tuple[int, str], nn.Module] = {}
+_NET_CACHE: dict[tuple[int, str, str], nn.Module] = {}
 _NET_CACHE_LOCK = threading.Lock()
 
 
-def classifier_load(model: ClassifierModel) -> nn.Module:
-    """Return the eval-mode network for a registered model, cached per process.
+def classifier_load(model: ClassifierModel, *, device: torch.device | None = None) -> nn.Module:
+    """Return the eval-mode network for a registered model on ``device``, cached per process.
 
     Raises:
         CheckpointError: the weights changed on disk since registration (checksum differs)
             or no longer load.
     """
-    key = (model.pk, model.weights_sha256)
+    device = device or torch.device("cpu")
+    key = (model.pk, model.weights_sha256, str(device))
     with _NET_CACHE_LOCK:
         net = _NET_CACHE.get(key)
         if net is None:
@@ -165,7 +169,7 @@ def classifier_load(model: ClassifierModel) -> nn.Module:
                     f"{Path(model.weights_path).name}: checksum changed since registration "
                     f"({actual[:12]} != {model.weights_sha256[:12]})"
                 )
-            net = model_build(model.architecture, model.weights_path, model.num_classes)
+            net = model_build(model.architecture, model.weights_path, model.num_classes).to(device)
             if settings.STUDYPLATFORM_TORCH_THREADS:
                 torch.set_num_threads(settings.STUDYPLATFORM_TORCH_THREADS)
             _NET_CACHE[key] = net
@@ -296,33 +300,58 @@ def explanation_job_create(
 
 
 def explanation_job_enqueue(*, job_id: int) -> None:
-    """Send the job to the ``gpu`` queue (call after commit)."""
+    """Send the job to the ``gpu`` queue (call after commit) and count the sending."""
     from .tasks import explanation_job_run_task
 
+    ExplanationJob.objects.filter(pk=job_id).update(enqueue_count=F("enqueue_count") + 1)
     explanation_job_run_task.delay(job_id)
 
 
-def explanation_job_run(*, job_id: int) -> ExplanationJob:
-    """Process every pending item of a job; safe to run again after a crash.
+#: Errors after which the same work may succeed if tried again later: the task retries with
+#: backoff and the item's lease is released (never marked failed for these).
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (DatabaseError, ConnectionError, TimeoutError)
 
-    Each item's state is committed as soon as it finishes, so a re-run continues where the
-    last one stopped, and writes are idempotent (one artifact per model, item, method and
-    target). An item that fails (undecodable image, explainer error) is marked failed with its
-    reason and the others continue.
+
+def _is_transient(exc: BaseException) -> bool:
+    if isinstance(exc, TRANSIENT_ERRORS):
+        return True
+    oom = getattr(torch.cuda, "OutOfMemoryError", None)
+    return oom is not None and isinstance(exc, oom)
+
+
+def torch_device() -> torch.device:
+    """The device explanation work runs on (``STUDYPLATFORM_DEVICE``: auto, cpu, cuda[:n])."""
+    wanted = settings.STUDYPLATFORM_DEVICE
+    if wanted == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(wanted)
+
+
+def explanation_job_run(*, job_id: int) -> ExplanationJob:
+    """Process every pending item of a job; safe to run again, and twice at once.
+
+    Each item is claimed with a lease (``STUDYPLATFORM_JOB_LEASE_S``) before work starts and
+    its state is committed as soon as it finishes, so a re-run continues where a killed worker
+    stopped; a second runner skips leased items; artifact writes are idempotent (one per
+    model, item, method and target). An item that fails for a permanent reason (undecodable
+    image, explainer error) is marked failed with its reason and the others continue. A
+    transient error (database or broker connection, CUDA out of memory) releases the item and
+    is re-raised so the Celery task retries with backoff.
 
     Returns:
-        The job, finished (status succeeded when at least one item succeeded or there were
-        none, failed otherwise).
+        The job. Finished (succeeded when at least one item succeeded or there were none,
+        failed otherwise) once no item is pending; still running when another runner holds
+        a leased item.
     """
     job = ExplanationJob.objects.select_related("model", "dataset").get(pk=job_id)
     if job.is_finished:
         return job
-    ExplanationJob.objects.filter(pk=job.pk, started_at__isnull=True).update(
-        started_at=timezone.now()
-    )
-    ExplanationJob.objects.filter(pk=job.pk).update(status=JobStatus.RUNNING)
+    now = timezone.now()
+    ExplanationJob.objects.filter(pk=job.pk, started_at__isnull=True).update(started_at=now)
+    ExplanationJob.objects.filter(pk=job.pk).update(status=JobStatus.RUNNING, heartbeat_at=now)
     try:
-        net = classifier_load(job.model)
+        device = torch_device()
+        net = classifier_load(job.model, device=device)
         explainer_cls = explainer_classes()[job.method]
         explainer = explainer_cls(net, target_layer=job.model.target_layer)
     except (CheckpointError, ExplainerConfigError, KeyError) as exc:
@@ -332,42 +361,98 @@ def explanation_job_run(*, job_id: int) -> ExplanationJob:
         job.refresh_from_db()
         return job
 
-    pending = job.job_items.filter(status=JobItemStatus.PENDING).select_related("item")
-    for job_item in pending:
+    lease = timedelta(seconds=settings.STUDYPLATFORM_JOB_LEASE_S)
+    for job_item in job.job_items.filter(status=JobItemStatus.PENDING).select_related("item"):
+        now = timezone.now()
+        claimed = (
+            ExplanationJobItem.objects.filter(pk=job_item.pk, status=JobItemStatus.PENDING)
+            .filter(Q(leased_until__isnull=True) | Q(leased_until__lt=now))
+            .update(leased_until=now + lease, attempts=F("attempts") + 1)
+        )
+        if not claimed:
+            continue  # done meanwhile, or another runner holds it
         started = time.perf_counter()
-        ExplanationJobItem.objects.filter(pk=job_item.pk).update(attempts=F("attempts") + 1)
         try:
-            explanation_item_compute(job=job, item=job_item.item, net=net, explainer=explainer)
-        except Exception as exc:  # one bad item must not sink the batch; the reason is kept
+            explanation_item_compute(
+                job=job, item=job_item.item, net=net, explainer=explainer, device=device
+            )
+        except Exception as exc:
+            if _is_transient(exc) or isinstance(exc, SoftTimeLimitExceeded):
+                _lease_release(job_item.pk)
+                raise
             logger.exception("job %s item %s failed", job.pk, job_item.item_id)
-            with transaction.atomic():
-                updated = ExplanationJobItem.objects.filter(
-                    pk=job_item.pk, status=JobItemStatus.PENDING
-                ).update(status=JobItemStatus.FAILED, error=f"{type(exc).__name__}: {exc}")
-                if updated:
-                    ExplanationJob.objects.filter(pk=job.pk).update(
-                        failed_items=F("failed_items") + 1
-                    )
+            _job_item_finish(job, job_item.pk, JobItemStatus.FAILED, f"{type(exc).__name__}: {exc}")
             continue
         elapsed = int((time.perf_counter() - started) * 1000)
-        with transaction.atomic():
-            updated = ExplanationJobItem.objects.filter(
-                pk=job_item.pk, status=JobItemStatus.PENDING
-            ).update(status=JobItemStatus.DONE, duration_ms=elapsed)
-            if updated:
-                ExplanationJob.objects.filter(pk=job.pk).update(done_items=F("done_items") + 1)
+        _job_item_finish(job, job_item.pk, JobItemStatus.DONE, "", elapsed)
+    return explanation_job_finalize(job=job)
 
+
+def _lease_release(job_item_id: int) -> None:
+    try:
+        ExplanationJobItem.objects.filter(pk=job_item_id).update(leased_until=None)
+    except DatabaseError:
+        pass  # the lease expires by itself
+
+
+def _job_item_finish(
+    job: ExplanationJob, job_item_id: int, status: str, error: str, duration_ms: int | None = None
+) -> None:
+    counter = "done_items" if status == JobItemStatus.DONE else "failed_items"
+    with transaction.atomic():
+        updated = ExplanationJobItem.objects.filter(
+            pk=job_item_id, status=JobItemStatus.PENDING
+        ).update(status=status, error=error, duration_ms=duration_ms, leased_until=None)
+        if updated:  # exactly once, even if two runners finished the same item
+            ExplanationJob.objects.filter(pk=job.pk).update(
+                **{counter: F(counter) + 1}, heartbeat_at=timezone.now()
+            )
+
+
+def explanation_job_finalize(*, job: ExplanationJob) -> ExplanationJob:
+    """Mark the job finished when no item is pending; otherwise leave it running."""
+    if job.job_items.filter(status=JobItemStatus.PENDING).exists():
+        job.refresh_from_db()
+        return job
     job.refresh_from_db()
     failed = list(
         job.job_items.filter(status=JobItemStatus.FAILED).values_list("item__name", "error")
     )
     status = JobStatus.SUCCEEDED if job.done_items or not job.total_items else JobStatus.FAILED
     error = "\n".join(f"{name}: {err}" for name, err in failed)
-    ExplanationJob.objects.filter(pk=job.pk).update(
+    ExplanationJob.objects.filter(pk=job.pk, finished_at__isnull=True).update(
         status=status, error=error, finished_at=timezone.now()
     )
     job.refresh_from_db()
     return job
+
+
+def explanation_jobs_sweep(*, now: datetime | None = None) -> list[int]:
+    """Re-enqueue unfinished jobs that no worker has touched for a lease period.
+
+    Covers what the broker alone does not: a worker killed with SIGKILL (the filesystem and
+    SQL transports lose its in-flight message; Redis returns it only after its visibility
+    timeout), a message lost before it reached a worker, or a crash between the last item and
+    the job's final status. Run by Celery beat every minute and when a worker starts; safe to
+    run at any time, since runs are idempotent and items are leased.
+
+    Returns:
+        Ids of the jobs re-enqueued.
+    """
+    now = now or timezone.now()
+    stale_before = now - timedelta(seconds=settings.STUDYPLATFORM_JOB_LEASE_S)
+    stale = ExplanationJob.objects.filter(status__in=[JobStatus.PENDING, JobStatus.RUNNING]).filter(
+        Q(heartbeat_at__lt=stale_before) | Q(heartbeat_at__isnull=True, created_at__lt=stale_before)
+    )
+    ids = []
+    for job in stale:
+        # Claim the job for this sweep, so two sweeps at once enqueue it once.
+        if ExplanationJob.objects.filter(pk=job.pk, heartbeat_at=job.heartbeat_at).update(
+            heartbeat_at=now
+        ):
+            explanation_job_enqueue(job_id=job.pk)
+            ids.append(job.pk)
+    return ids
 
 
 def explanation_targets(*, prediction: Prediction, item: Item, top_k: int) -> list[int]:
@@ -379,7 +464,12 @@ def explanation_targets(*, prediction: Prediction, item: Item, top_k: int) -> li
 
 
 def explanation_item_compute(
-    *, job: ExplanationJob, item: Item, net: nn.Module, explainer: Explainer
+    *,
+    job: ExplanationJob,
+    item: Item,
+    net: nn.Module,
+    explainer: Explainer,
+    device: torch.device | None = None,
 ) -> list[Explanation]:
     """Predict and explain one item; store the prediction, raw maps and overlays.
 
@@ -393,6 +483,7 @@ def explanation_item_compute(
     model = job.model
     view = item_model_view(item=item, model=model)
     inputs = pixels_to_input(view, model.normalization_mean, model.normalization_std)
+    inputs = inputs.to(device or torch.device("cpu"))
     with torch.no_grad():
         probabilities = torch.softmax(net(inputs), dim=1)[0]
     top_p, top_i = probabilities.topk(min(PREDICTION_TOP_K, model.num_classes))
@@ -464,10 +555,16 @@ def _explanation_store(
         duration_ms=duration_ms,
     )
     stem = f"{model.pk}-{item.pk}-{method}-{target}"
-    explanation.array.save(f"{stem}.npy", ContentFile(npy.getvalue()), save=False)
-    explanation.overlay.save(
-        f"{stem}.png", ContentFile(rendering.to_png_bytes(overlay)), save=False
-    )
+    for field_file, suffix, content in (
+        (explanation.array, "npy", npy.getvalue()),
+        (explanation.overlay, "png", rendering.to_png_bytes(overlay)),
+    ):
+        # Deterministic names: a file left by a run killed before its row was saved is
+        # replaced, not duplicated under a new name (the item's lease excludes other runners).
+        name = field_file.field.generate_filename(explanation, f"{stem}.{suffix}")
+        if default_storage.exists(name):
+            default_storage.delete(name)
+        field_file.save(f"{stem}.{suffix}", ContentFile(content), save=False)
     try:
         with transaction.atomic():
             explanation.save()

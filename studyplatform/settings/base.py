@@ -42,6 +42,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -85,6 +86,37 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     }
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Security (production = DJANGO_DEBUG=0; everything below can be overridden) -----------
+SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", not DEBUG)
+SESSION_COOKIE_SECURE = env_bool("DJANGO_SESSION_COOKIE_SECURE", not DEBUG)
+CSRF_COOKIE_SECURE = env_bool("DJANGO_CSRF_COOKIE_SECURE", not DEBUG)
+SECURE_HSTS_SECONDS = env_int("DJANGO_SECURE_HSTS_SECONDS", 0 if DEBUG else 31_536_000, minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", not DEBUG)
+SECURE_HSTS_PRELOAD = env_bool("DJANGO_SECURE_HSTS_PRELOAD", not DEBUG)
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", [])
+if env_bool("DJANGO_BEHIND_TLS_PROXY", False):
+    # The proxy terminates TLS and sets X-Forwarded-Proto; only enable behind such a proxy.
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+if not DEBUG:
+    SILENCED_SYSTEM_CHECKS = env_list("DJANGO_SILENCED_SYSTEM_CHECKS", [])
+
+# --- Cache (rate limits); Redis in production ---------------------------------------------
+_CACHE_URL = env_str("CACHE_URL", "")
+if _CACHE_URL.startswith(("redis://", "rediss://")):
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": _CACHE_URL,
+        }
+    }
+elif _CACHE_URL:
+    raise ImproperlyConfigured(f"CACHE_URL={_CACHE_URL!r}: only redis:// URLs are supported")
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
 ]
@@ -96,7 +128,17 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "/static/"
-STATIC_ROOT = VAR_DIR / "static"
+STATIC_ROOT = Path(env_str("STUDYPLATFORM_STATIC_ROOT", str(VAR_DIR / "static"))).resolve()
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)
+WHITENOISE_USE_FINDERS = DEBUG
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"
+        if DEBUG
+        else "whitenoise.storage.CompressedManifestStaticFilesStorage"
+    },
+}
 MEDIA_ROOT = Path(env_str("STUDYPLATFORM_MEDIA_ROOT", str(VAR_DIR / "media"))).resolve()
 # Media is never served by URL: researcher and participant views stream files after a
 # permission check, so a participant cannot browse artifacts of other trials.
@@ -121,18 +163,37 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         # Default polling is 1 s, which makes a 10-item job feel stuck.
         "polling_interval": env_float("CELERY_POLLING_INTERVAL", 0.1),
     }
+CELERY_RESULT_BACKEND = env_str("CELERY_RESULT_BACKEND", "") or None
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_DEFAULT_QUEUE = "cpu"
-CELERY_TASK_ROUTES = {"explanations.tasks.*": {"queue": "gpu"}}
+CELERY_TASK_ROUTES = {
+    "explanations.tasks.explanation_job_run_task": {"queue": "gpu"},
+    "explanations.tasks.explanation_jobs_sweep_task": {"queue": "cpu"},
+}
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+CELERY_WORKER_LOST_WAIT = 2.0
+if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
+    # Unacked messages come back after this; our own job leases re-enqueue much sooner.
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+CELERY_BEAT_SCHEDULE = {
+    "explanation-jobs-sweep": {
+        "task": "explanations.tasks.explanation_jobs_sweep_task",
+        "schedule": 60.0,
+        "options": {"queue": "cpu"},
+    },
+}
 
 # --- Explanations -----------------------------------------------------------------------
 STUDYPLATFORM_EXPLAINERS = [
     "explanations.explainers.heatmap.gradcam.GradCam",
 ]
+# "auto" = CUDA when available, else CPU; or "cpu", "cuda", "cuda:1", ...
+STUDYPLATFORM_DEVICE = env_str("STUDYPLATFORM_DEVICE", "auto")
+# A job not heard from for this long is re-enqueued by the sweep (worker killed, message lost).
+STUDYPLATFORM_JOB_LEASE_S = env_int("STUDYPLATFORM_JOB_LEASE_S", 300, minimum=1)
 # Torch threads per worker process; 0 = torch's default.
 STUDYPLATFORM_TORCH_THREADS = env_int("STUDYPLATFORM_TORCH_THREADS", 0, minimum=0)
 # Images larger than this many pixels are refused before decoding (decompression bombs).
