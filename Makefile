@@ -5,7 +5,8 @@ PY     := $(VENV)/bin/python
 ARGS   ?=
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint clean
+.PHONY: demo test test-postgres lint clean
+POSTGRES_URL ?= postgres://postgres@127.0.0.1:5432/studyplatform
 
 $(VENV)/.runtime: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +23,11 @@ demo: $(VENV)/.runtime
 
 test: $(VENV)/.dev
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The same suite on PostgreSQL (pytest-django creates test_studyplatform); Redis is the broker
+# of the worker integration tests on this pass.
+test-postgres: $(VENV)/.dev
+	DATABASE_URL=$(POSTGRES_URL) $(PY) -m pytest $(PYTEST_ARGS)
 
 lint: $(VENV)/.dev
 	$(VENV)/bin/ruff check .

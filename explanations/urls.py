@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import views
+from . import api, views
 
 app_name = "explanations"
 
@@ -8,4 +8,9 @@ urlpatterns = [
     path("r/jobs/<int:pk>/", views.job_detail, name="job"),
     path("r/explanations/<int:pk>/overlay.png", views.explanation_overlay, name="overlay"),
     path("api/jobs/<int:pk>/", views.ExplanationJobDetailApi.as_view(), name="api-job"),
+    path(
+        "api/datasets/<int:pk>/items/",
+        api.DatasetItemUploadApi.as_view(),
+        name="api-dataset-items",
+    ),
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.utils.decorators import method_decorator
 from rest_framework import serializers, status
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
@@ -9,6 +10,7 @@ from rest_framework.views import APIView
 
 from . import services
 from .payloads import participant_state
+from .ratelimit import participant_rate_limited
 from .tasktypes import InvalidAnswer
 from .views import _participant_get
 
@@ -29,6 +31,10 @@ class ParticipantStateApi(APIView):
 
     authentication_classes: list = []
     permission_classes = [AllowAny]
+
+    @method_decorator(participant_rate_limited)
+    def dispatch(self, request, *args, **kwargs):
+        return super().dispatch(request, *args, **kwargs)
 
     def get(self, request, token):
         participant = _participant_get(token)

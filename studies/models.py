@@ -51,6 +51,11 @@ class Study(models.Model):
     method = models.CharField(max_length=50, default="gradcam")
     spec = models.JSONField(default=dict, help_text="The design as launched (frozen).")
     completion_code = models.CharField(max_length=32, default=_completion_code)
+    max_participants = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Places; empty = unlimited. Declined consent frees a place.",
+    )
     simulation_key = models.CharField(
         max_length=64,
         default=_simulation_key,
@@ -125,6 +130,7 @@ class Participant(models.Model):
     is_simulated = models.BooleanField(default=False)
     bot_policy = models.CharField(max_length=50, blank=True)
     user_agent = models.CharField(max_length=400, blank=True)
+    feedback = models.TextField(blank=True, help_text="Free text from the debrief, as typed.")
     created_at = models.DateTimeField(default=timezone.now)
     consented_at = models.DateTimeField(null=True, blank=True)
     completed_at = models.DateTimeField(null=True, blank=True)

@@ -37,6 +37,10 @@ class StudyClosed(Exception):
     """The study is not accepting participants or answers."""
 
 
+class StudyFull(StudyClosed):
+    """Every place of the study is taken."""
+
+
 class TrialOutOfOrder(Exception):
     """An answer was posted for a trial that is not the participant's current one."""
 
@@ -218,6 +222,7 @@ def participant_enroll(
 
     Raises:
         StudyClosed: the study is not open.
+        StudyFull: ``max_participants`` places are taken (declined consent frees a place).
     """
     if not study.is_open:
         raise StudyClosed("this study is not accepting participants")
@@ -235,6 +240,12 @@ def participant_enroll(
         order.extend(ids)
     try:
         with transaction.atomic():
+            # Lock the study row so two people racing for the last place are counted exactly.
+            locked = Study.objects.select_for_update().get(pk=study.pk)
+            if locked.max_participants is not None:
+                taken = locked.participants.exclude(stage=ParticipantStage.DECLINED).count()
+                if taken >= locked.max_participants:
+                    raise StudyFull("all places in this study are taken")
             participant = Participant.objects.create(
                 study=study,
                 trial_order=order,
@@ -261,6 +272,25 @@ def participant_consent(*, participant: Participant, agree: bool) -> Participant
             else:
                 participant.stage = ParticipantStage.DECLINED
             participant.save(update_fields=["stage", "consented_at"])
+    return participant
+
+
+FEEDBACK_MAX_CHARS = 5000
+
+
+def participant_feedback(*, participant: Participant, text: str) -> Participant:
+    """Store the participant's free-text comment exactly as typed (debrief stage only).
+
+    Raises:
+        StudyClosed: the participant has not finished the trials.
+        ValueError: longer than :data:`FEEDBACK_MAX_CHARS`.
+    """
+    if len(text) > FEEDBACK_MAX_CHARS:
+        raise ValueError(f"please keep comments under {FEEDBACK_MAX_CHARS} characters")
+    if participant.stage != ParticipantStage.DEBRIEF:
+        raise StudyClosed("comments can be left at the end of the study")
+    Participant.objects.filter(pk=participant.pk).update(feedback=text)
+    participant.feedback = text
     return participant
 
 
@@ -346,6 +376,8 @@ __all__ = [
     "InvalidAnswer",
     "StudyClosed",
     "StudyDesignError",
+    "StudyFull",
+    "participant_feedback",
     "TrialOutOfOrder",
     "participant_consent",
     "participant_enroll",

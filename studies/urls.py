@@ -10,6 +10,7 @@ urlpatterns = [
     path("p/<uuid:token>/consent", views.participant_consent, name="consent"),
     path("p/<uuid:token>/instructions", views.participant_instructions, name="instructions"),
     path("p/<uuid:token>/answer", views.participant_answer, name="answer"),
+    path("p/<uuid:token>/feedback", views.participant_feedback, name="feedback"),
     path(
         "p/<uuid:token>/img/<int:position>/<slug:slot>.png",
         views.participant_stimulus,

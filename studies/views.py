@@ -15,6 +15,7 @@ from django.views.decorators.http import require_GET, require_POST
 from . import services
 from .models import Participant, ParticipantStage, Study, Trial
 from .payloads import participant_state
+from .ratelimit import enrol_rate_limited, participant_rate_limited
 from .tasktypes import InvalidAnswer
 
 SESSION_KEY = "participant_tokens"
@@ -26,6 +27,7 @@ def _participant_get(token) -> Participant:
 
 @never_cache
 @require_GET
+@enrol_rate_limited
 def study_start(request: HttpRequest, slug: str) -> HttpResponse:
     """Public study link. Accepts Prolific's PROLIFIC_PID, STUDY_ID and SESSION_ID."""
     study = get_object_or_404(Study, slug=slug)
@@ -37,9 +39,22 @@ def study_start(request: HttpRequest, slug: str) -> HttpResponse:
         participant = Participant.objects.filter(token=known[slug], study=study).first()
         if participant:
             return redirect("studies:participant", token=participant.token)
+    try:
+        participant, _ = _enroll(request, study)
+    except services.StudyFull:
+        return render(
+            request, "studies/participant/closed.html", {"study": study, "full": True}, status=410
+        )
+    known[slug] = str(participant.token)
+    request.session[SESSION_KEY] = known
+    return redirect("studies:participant", token=participant.token)
+
+
+def _enroll(request: HttpRequest, study: Study):
+    pid = request.GET.get("PROLIFIC_PID", "")
     sim_key = request.GET.get("SIMULATION_KEY", "")
     is_simulated = bool(sim_key) and sim_key == study.simulation_key
-    participant, _ = services.participant_enroll(
+    return services.participant_enroll(
         study=study,
         prolific_pid=pid,
         prolific_study_id=request.GET.get("STUDY_ID", ""),
@@ -48,13 +63,11 @@ def study_start(request: HttpRequest, slug: str) -> HttpResponse:
         bot_policy=request.GET.get("BOT_POLICY", "") if is_simulated else "",
         user_agent=request.headers.get("User-Agent", ""),
     )
-    known[slug] = str(participant.token)
-    request.session[SESSION_KEY] = known
-    return redirect("studies:participant", token=participant.token)
 
 
 @never_cache
 @require_GET
+@participant_rate_limited
 def participant_page(request: HttpRequest, token) -> HttpResponse:
     """The participant's current page, whatever stage they are in (reload-safe)."""
     participant = _participant_get(token)
@@ -69,10 +82,16 @@ def participant_page(request: HttpRequest, token) -> HttpResponse:
     if participant.stage == ParticipantStage.TRIALS and state.get("trial") is None:
         raise Http404("no current trial")
     error = request.session.pop("participant_error", "")
-    return render(request, template, {"state": state, "participant": participant, "error": error})
+    notice = request.session.pop("participant_notice", "")
+    return render(
+        request,
+        template,
+        {"state": state, "participant": participant, "error": error, "notice": notice},
+    )
 
 
 @require_POST
+@participant_rate_limited
 def participant_consent(request: HttpRequest, token) -> HttpResponse:
     participant = _participant_get(token)
     services.participant_consent(
@@ -82,6 +101,7 @@ def participant_consent(request: HttpRequest, token) -> HttpResponse:
 
 
 @require_POST
+@participant_rate_limited
 def participant_instructions(request: HttpRequest, token) -> HttpResponse:
     participant = _participant_get(token)
     services.participant_instructions_done(participant=participant)
@@ -89,6 +109,7 @@ def participant_instructions(request: HttpRequest, token) -> HttpResponse:
 
 
 @require_POST
+@participant_rate_limited
 def participant_answer(request: HttpRequest, token) -> HttpResponse:
     """Record one answer, then redirect to the current page (post/redirect/get)."""
     participant = _participant_get(token)
@@ -119,6 +140,7 @@ def participant_answer(request: HttpRequest, token) -> HttpResponse:
 
 @never_cache
 @require_GET
+@participant_rate_limited
 def participant_stimulus(request: HttpRequest, token, position: int, slot: str) -> FileResponse:
     """An image of one of the participant's own trials, by position and slot."""
     participant = _participant_get(token)
@@ -133,6 +155,21 @@ def participant_stimulus(request: HttpRequest, token, position: int, slot: str) 
     response = FileResponse(default_storage.open(name, "rb"), content_type="image/png")
     response["Cache-Control"] = "private, max-age=3600"
     return response
+
+
+@require_POST
+@participant_rate_limited
+def participant_feedback(request: HttpRequest, token) -> HttpResponse:
+    """Free-text comment on the debrief page; stored as typed, always rendered escaped."""
+    participant = _participant_get(token)
+    try:
+        services.participant_feedback(
+            participant=participant, text=request.POST.get("feedback", "")
+        )
+        request.session["participant_notice"] = "Thank you, your comment is saved."
+    except (ValueError, services.StudyClosed) as exc:
+        request.session["participant_error"] = str(exc)
+    return redirect("studies:participant", token=participant.token)
 
 
 def participant_url(participant: Participant) -> str:

@@ -72,7 +72,9 @@ TEMPLATES = [
 _SQLITE_PATH = VAR_DIR / "db.sqlite3"
 DATABASES = {
     "default": dj_database_url.parse(
-        env_str("DATABASE_URL", f"sqlite:///{_SQLITE_PATH}"), conn_max_age=0
+        env_str("DATABASE_URL", f"sqlite:///{_SQLITE_PATH}"),
+        conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 0, minimum=0),
+        conn_health_checks=True,
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
@@ -194,8 +196,17 @@ STUDYPLATFORM_EXPLAINERS = [
 STUDYPLATFORM_DEVICE = env_str("STUDYPLATFORM_DEVICE", "auto")
 # A job not heard from for this long is re-enqueued by the sweep (worker killed, message lost).
 STUDYPLATFORM_JOB_LEASE_S = env_int("STUDYPLATFORM_JOB_LEASE_S", 300, minimum=1)
+# Rate limits on participant endpoints ("<count>/<s|m|h>"): enrolments per client address
+# (a classroom behind one NAT enrols from one address), requests per participant token.
+STUDYPLATFORM_ENROL_RATE = env_str("STUDYPLATFORM_ENROL_RATE", "120/m")
+STUDYPLATFORM_PARTICIPANT_RATE = env_str("STUDYPLATFORM_PARTICIPANT_RATE", "600/m")
 # Torch threads per worker process; 0 = torch's default.
 STUDYPLATFORM_TORCH_THREADS = env_int("STUDYPLATFORM_TORCH_THREADS", 0, minimum=0)
+# Uploads larger than this are refused with 413 before decoding.
+STUDYPLATFORM_MAX_UPLOAD_BYTES = env_int(
+    "STUDYPLATFORM_MAX_UPLOAD_BYTES", 50 * 1024 * 1024, minimum=1
+)
+DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 # Images larger than this many pixels are refused before decoding (decompression bombs).
 STUDYPLATFORM_MAX_IMAGE_PIXELS = env_int("STUDYPLATFORM_MAX_IMAGE_PIXELS", 40_000_000, minimum=1)
 

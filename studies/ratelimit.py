@@ -1,0 +1,98 @@
+"""Fixed-window rate limits for participant endpoints, counted in the Django cache.
+
+Two limits, both from settings: ``STUDYPLATFORM_ENROL_RATE`` per client address on the study
+start link (new participant records), and ``STUDYPLATFORM_PARTICIPANT_RATE`` per participant
+token on every participant page, image and API call. Rates are ``"<count>/<s|m|h>"``.
+Use a shared cache (``CACHE_URL=redis://...``) when several web processes serve the study.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+
+from django.conf import settings
+from django.core.cache import cache
+from django.core.exceptions import ImproperlyConfigured
+from django.http import HttpRequest, HttpResponse
+
+_PERIODS = {"s": 1, "m": 60, "h": 3600}
+
+
+def rate_parse(rate: str) -> tuple[int, int]:
+    """``"600/m"`` -> (600, 60).
+
+    Raises:
+        ImproperlyConfigured: not ``<positive int>/<s|m|h>``.
+    """
+    try:
+        count, period = rate.split("/")
+        n, seconds = int(count), _PERIODS[period]
+    except (ValueError, KeyError):
+        raise ImproperlyConfigured(
+            f"rate {rate!r} must look like '600/m' (per s, m or h)"
+        ) from None
+    if n < 1:
+        raise ImproperlyConfigured(f"rate {rate!r} must allow at least one request")
+    return n, seconds
+
+
+def rate_exceeded(scope: str, key: str, rate: str) -> int:
+    """Count one request; return 0 if allowed, else the seconds until the window resets."""
+    limit, period = rate_parse(rate)
+    window = int(time.time() // period)
+    cache_key = f"rl:{scope}:{key}:{window}"
+    cache.add(cache_key, 0, timeout=period + 1)
+    try:
+        count = cache.incr(cache_key)
+    except ValueError:  # expired between add and incr
+        cache.add(cache_key, 1, timeout=period + 1)
+        count = 1
+    if count <= limit:
+        return 0
+    return max(1, int(period - time.time() % period))
+
+
+def client_address(request: HttpRequest) -> str:
+    """The client IP: X-Forwarded-For's first hop only behind a trusted proxy."""
+    if getattr(settings, "SECURE_PROXY_SSL_HEADER", None):
+        forwarded = request.headers.get("X-Forwarded-For", "")
+        if forwarded:
+            return forwarded.split(",")[0].strip()
+    return request.META.get("REMOTE_ADDR", "")
+
+
+def too_many(retry_after: int) -> HttpResponse:
+    response = HttpResponse(
+        "Too many requests; please wait a moment and try again.",
+        status=429,
+        content_type="text/plain",
+    )
+    response["Retry-After"] = str(retry_after)
+    return response
+
+
+def participant_rate_limited(view):
+    """Limit a view taking ``token`` by ``STUDYPLATFORM_PARTICIPANT_RATE`` per token."""
+
+    @functools.wraps(view)
+    def wrapped(request, *args, **kwargs):
+        wait = rate_exceeded("p", str(kwargs.get("token")), settings.STUDYPLATFORM_PARTICIPANT_RATE)
+        if wait:
+            return too_many(wait)
+        return view(request, *args, **kwargs)
+
+    return wrapped
+
+
+def enrol_rate_limited(view):
+    """Limit the start link by ``STUDYPLATFORM_ENROL_RATE`` per client address."""
+
+    @functools.wraps(view)
+    def wrapped(request, *args, **kwargs):
+        wait = rate_exceeded("enrol", client_address(request), settings.STUDYPLATFORM_ENROL_RATE)
+        if wait:
+            return too_many(wait)
+        return view(request, *args, **kwargs)
+
+    return wrapped
