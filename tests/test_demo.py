@@ -14,8 +14,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.mark.slow
 def test_demo_runs_a_whole_study_through_a_real_celery_worker(tmp_path):
-    env = dict(
-        os.environ,
+    # The embedded default: no database or broker server, whatever the suite runs on.
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "CELERY_BROKER_URL")}
+    env.update(
         STUDYPLATFORM_VAR_DIR=str(tmp_path),
         DJANGO_SETTINGS_MODULE="studyplatform.settings.base",
         DEMO_PASSWORD="pw-demo",
