@@ -123,6 +123,9 @@ class Participant(models.Model):
     stage = models.CharField(
         max_length=20, choices=ParticipantStage.choices, default=ParticipantStage.CONSENT
     )
+    task = models.CharField(
+        max_length=20, choices=TaskType.choices, blank=True, help_text="Between-subjects task."
+    )
     trial_order = models.JSONField(default=list, help_text="Trial ids in this participant's order.")
     prolific_pid = models.CharField(max_length=64, blank=True)
     prolific_study_id = models.CharField(max_length=64, blank=True)

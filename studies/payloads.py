@@ -6,9 +6,11 @@ Only fields listed here leave the server. Ground truth, model correctness and th
 
 from __future__ import annotations
 
+import random
+
 from django.urls import reverse
 
-from .models import Participant, ParticipantStage
+from .models import Participant, ParticipantStage, TaskType
 from .services import trial_current
 from .tasktypes import TASK_TYPES
 
@@ -18,6 +20,15 @@ def _stimulus_url(participant: Participant, position: int, slot: str) -> str:
         "studies:stimulus",
         kwargs={"token": participant.token, "position": position, "slot": slot},
     )
+
+
+def _options_for(participant: Participant, trial) -> list[dict]:
+    """Distinction candidates in an order drawn per participant and trial (stable on reload),
+    so no position is more often the true class for everyone; scales keep their order."""
+    options = list(trial.options)
+    if trial.task_type == TaskType.DISTINCTION:
+        random.Random(f"{participant.token}:{trial.pk}").shuffle(options)
+    return options
 
 
 def participant_state(participant: Participant) -> dict:
@@ -53,7 +64,7 @@ def participant_state(participant: Participant) -> dict:
             if "heatmap" in trial.stimuli:
                 payload["heatmap"] = _stimulus_url(participant, position, "heatmap")
                 payload["predicted_label"] = trial.predicted_label
-            for option in trial.options:
+            for option in _options_for(participant, trial):
                 public = {"value": option["value"], "label": option["label"]}
                 if "image" in option:
                     public["heatmap"] = _stimulus_url(participant, position, option["image"])

@@ -10,6 +10,7 @@ import numpy as np
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import IntegrityError, transaction
+from django.db.models import Count
 from django.utils import timezone
 from django.utils.text import slugify
 
@@ -211,11 +212,13 @@ def participant_enroll(
     is_simulated: bool = False,
     bot_policy: str = "",
     user_agent: str = "",
+    consented: bool = False,
 ) -> tuple[Participant, bool]:
     """Enrol a participant, or return the existing one for the same Prolific id.
 
-    The trial order is drawn now (blocks in order, trials shuffled within a block) and stored,
-    so a reload resumes exactly where the participant was.
+    The participant is assigned to one task (see :func:`_task_assign`) and the trial order is
+    drawn now and stored, so a reload resumes exactly where the participant was.
+    ``consented=True`` records consent at enrolment (the consent form was the first page).
 
     Returns:
         (participant, created).
@@ -231,34 +234,54 @@ def participant_enroll(
         existing = Participant.objects.filter(study=study, prolific_pid=prolific_pid).first()
         if existing:
             return existing, False
-    trials = list(study.trials.values_list("id", "block"))
-    rng = random.Random()
-    order: list[int] = []
-    for block in sorted({b for _, b in trials}):
-        ids = [tid for tid, b in trials if b == block]
-        rng.shuffle(ids)
-        order.extend(ids)
     try:
         with transaction.atomic():
-            # Lock the study row so two people racing for the last place are counted exactly.
+            # Lock the study row: two people racing for the last place, or for the less
+            # filled task, are counted exactly.
             locked = Study.objects.select_for_update().get(pk=study.pk)
-            if locked.max_participants is not None:
-                taken = locked.participants.exclude(stage=ParticipantStage.DECLINED).count()
-                if taken >= locked.max_participants:
-                    raise StudyFull("all places in this study are taken")
+            active = locked.participants.exclude(stage=ParticipantStage.DECLINED)
+            if locked.max_participants is not None and active.count() >= locked.max_participants:
+                raise StudyFull("all places in this study are taken")
+            task = _task_assign(locked, active)
             participant = Participant.objects.create(
                 study=study,
-                trial_order=order,
+                task=task,
+                trial_order=_trial_order(locked, task),
                 prolific_pid=prolific_pid,
                 prolific_study_id=prolific_study_id.strip()[:64],
                 prolific_session_id=prolific_session_id.strip()[:64],
                 is_simulated=is_simulated,
                 bot_policy=bot_policy[:50],
                 user_agent=user_agent[:400],
+                stage=ParticipantStage.INSTRUCTIONS if consented else ParticipantStage.CONSENT,
+                consented_at=timezone.now() if consented else None,
             )
     except IntegrityError:  # the same Prolific id arrived twice at once
         return Participant.objects.get(study=study, prolific_pid=prolific_pid), False
     return participant, True
+
+
+def _task_assign(study: Study, active) -> str:
+    """Between-subjects: the task with the fewest active participants (ties: spec order).
+
+    Each participant does one task, as in HIVE, where agreement and distinction were separate
+    studies: someone who had seen the model's prediction for a photo in the agreement task
+    would know which distinction candidate the model picked.
+    """
+    tasks = list(study.spec.get("tasks") or [])
+    if not tasks:
+        tasks = sorted(set(study.trials.values_list("task_type", flat=True)))
+    counts = dict.fromkeys(tasks, 0)
+    for task, n in active.values_list("task").annotate(n=Count("id")):
+        if task in counts:
+            counts[task] = n
+    return min(tasks, key=lambda t: (counts[t], tasks.index(t)))
+
+
+def _trial_order(study: Study, task: str) -> list[int]:
+    ids = list(study.trials.filter(task_type=task).values_list("id", flat=True))
+    random.Random().shuffle(ids)
+    return ids
 
 
 def participant_consent(*, participant: Participant, agree: bool) -> Participant:

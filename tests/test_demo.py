@@ -34,11 +34,12 @@ def test_demo_runs_a_whole_study_through_a_real_celery_worker(tmp_path):
     assert "started Celery worker pid" in out
     assert re.search(r"job #1: succeeded, 10/10 items, 0 failed", out)
     assert "14 trials (7 agreement + 7 distinction)" in out
+    assert "each participant does one task" in out
     rows = re.findall(
         r"^(agreement|distinction)\s+(all|model right|model wrong)\s+(\d+)", out, re.M
     )
     counts = {(task, model): int(n) for task, model, n in rows}
-    assert counts[("agreement", "all")] == 4 * 7 and counts[("distinction", "all")] == 4 * 7
-    assert counts[("agreement", "model right")] + counts[("agreement", "model wrong")] == 28
-    assert "password 'pw-demo'" in out
+    assert counts[("agreement", "all")] == 2 * 7 and counts[("distinction", "all")] == 2 * 7
+    assert counts[("agreement", "model right")] + counts[("agreement", "model wrong")] == 14
+    assert "password 'pw-demo'" in out and "/admin/login/?next=/r/" in out
     assert (tmp_path / "db.sqlite3").exists()

@@ -25,7 +25,6 @@ from django.utils import timezone
 from explanations.demo import demo_dataset_import, demo_model_register
 from explanations.models import (
     Explanation,
-    ExplanationJob,
     ExplanationJobItem,
     JobItemStatus,
     JobStatus,

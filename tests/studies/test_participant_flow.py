@@ -62,24 +62,44 @@ def test_bot_completes_the_study_through_the_views(hive_study):
         seed=3,
     )
     assert result.completion_code == hive_study.completion_code
-    assert result.answers == 4
+    assert result.answers == 2  # one task, two labelled photos
     participant = Participant.objects.get()
     assert participant.is_simulated and participant.bot_policy == "uniform"
     assert participant.stage == ParticipantStage.DEBRIEF and participant.completed_at
-    assert Response.objects.filter(participant=participant).count() == 4
+    assert Response.objects.filter(participant=participant).count() == 2
 
 
-def test_agreement_trials_come_before_distinction_trials(hive_study):
-    client = Client()
-    token = advance_to_trials(client, hive_study)
+def test_each_participant_does_one_task_and_tasks_stay_balanced(hive_study):
+    """Between subjects, as in HIVE: seeing the model's prediction in the agreement task would
+    tell a participant which distinction candidate the model picked."""
     seen = []
     for _ in range(4):
+        client = Client()
+        token = advance_to_trials(client, hive_study)
+        tasks = set()
+        for _ in range(2):
+            form = current_form(client, token)
+            tasks.add(form["task"])
+            client.post(f"/p/{token}/answer", {"position": form["position"], "answer": form["choices"][0]})
+        assert len(tasks) == 1
+        seen.append(tasks.pop())
+    assert seen == ["agreement", "distinction", "agreement", "distinction"]
+    assert [p.task for p in Participant.objects.order_by("id")] == seen
+
+
+def test_distinction_candidate_order_is_drawn_per_participant(hive_study):
+    orders = set()
+    for _ in range(12):
+        client = Client()
+        token = advance_to_trials(client, hive_study)
+        participant = Participant.objects.get(token=token)
+        if participant.task != TaskType.DISTINCTION:
+            continue
         form = current_form(client, token)
-        seen.append(form["task"])
-        client.post(
-            f"/p/{token}/answer", {"position": form["position"], "answer": form["choices"][0]}
-        )
-    assert seen == ["agreement", "agreement", "distinction", "distinction"]
+        labels = tuple(re.findall(r'alt="heatmap for ([a-z]+)"', form["html"]))
+        assert labels == tuple(re.findall(r'alt="heatmap for ([a-z]+)"', current_form(client, token)["html"]))
+        orders.add(labels)
+    assert len(orders) > 1  # 6 participants x 4! orders: the same order for all is ~1e-6
 
 
 def test_wrong_simulation_key_does_not_mark_a_bot(hive_study):
@@ -132,7 +152,7 @@ def test_invalid_and_out_of_order_answers_are_refused(hive_study):
     client = Client()
     token = advance_to_trials(client, hive_study)
     client.post(f"/p/{token}/answer", {"position": "0", "answer": "not-an-option"})
-    client.post(f"/p/{token}/answer", {"position": "3", "answer": "1"})  # skipping ahead
+    client.post(f"/p/{token}/answer", {"position": "1", "answer": "1"})  # skipping ahead
     client.post(f"/p/{token}/answer", {"position": "zero", "answer": "1"})
     assert Response.objects.count() == 0
     page = client.get(f"/p/{token}/").content.decode()
@@ -165,49 +185,38 @@ def test_closed_study_turns_participants_away(hive_study):
     assert Participant.objects.count() == 0
 
 
-def test_participant_cannot_see_ground_truth_or_model_correctness(hive_study):
+@pytest.mark.parametrize("task", ["agreement", "distinction"])
+def test_participant_cannot_see_ground_truth_or_model_correctness(hive_study, task):
     """Every page, image URL and JSON payload of a whole run is free of server-only fields,
     and the true class of the wrongly predicted photo never appears on its agreement page."""
     client = Client()
+    if task == "distinction":
+        advance_to_trials(Client(), hive_study)  # the first participant takes agreement
     token = advance_to_trials(client, hive_study)
+    assert Participant.objects.get(token=token).task == task
     true_of_wrong = CLASS_NAMES[4]  # eland: only a distinction candidate may name it
-    for _ in range(4):
+    for _ in range(2):
         form = current_form(client, token)
+        assert form["task"] == task
         api = client.get(f"/api/p/{token}/")
         body = json.loads(api.content)
         for text in (form["html"], api.content.decode()):
             for word in SERVER_ONLY:
                 assert word not in text
-        assert set(body) == {
-            "stage",
-            "study_title",
-            "progress",
-            "trial",
-            "completion_code",
-            "prolific",
-        }
-        allowed = {
-            "position",
-            "task",
-            "title",
-            "question",
-            "help",
-            "photo",
-            "options",
-            "heatmap",
-            "predicted_label",
-        }
+        assert set(body) == {"stage", "study_title", "progress", "trial", "completion_code", "prolific"}
+        allowed = {"position", "task", "title", "question", "help", "photo", "options",
+                   "heatmap", "predicted_label"}
         assert set(body["trial"]) <= allowed
-        if form["task"] == TaskType.AGREEMENT:
+        if task == TaskType.AGREEMENT:
             assert true_of_wrong not in form["html"]
             assert true_of_wrong not in api.content.decode()
+        else:
+            assert "predicted_label" not in body["trial"] and "The model predicts" not in form["html"]
         for url in re.findall(r'src="([^"]+)"', form["html"]):
             assert re.fullmatch(rf"/p/{token}/img/\d+/(photo|heatmap|h[0-3])\.png", url)
-        post = client.post(
-            f"/api/p/{token}/",
-            {"position": int(form["position"]), "answer": form["choices"][0]},
-            content_type="application/json",
-        )
+        post = client.post(f"/api/p/{token}/", {"position": int(form["position"]),
+                                                  "answer": form["choices"][0]},
+                           content_type="application/json")
         for word in SERVER_ONLY:
             assert word not in post.content.decode()
     debrief = client.get(f"/p/{token}/").content.decode()

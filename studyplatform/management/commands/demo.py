@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import signal
 import subprocess
 import sys
 import time
@@ -24,10 +25,16 @@ from explanations.demo import demo_dataset_import, demo_model_register
 from explanations.models import ExplanationJob
 from explanations.services import explanation_job_create
 from studies.bots import BOT_POLICIES, HttpTransport, bot_run
-from studies.services import study_create_hive
+from studies.models import Study, StudyStatus
+from studies.services import study_close, study_create_hive
 from studyplatform.serving import server_start
 
 JOB_TIMEOUT_S = 900
+DEMO_TITLE = "HIVE demo: Grad-CAM on EfficientNet-Lite0"
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt  # so SIGTERM also stops the worker in the finally block
 
 
 class Command(BaseCommand):
@@ -47,6 +54,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, **opts):
+        signal.signal(signal.SIGTERM, _interrupt)
         t0 = time.perf_counter()
         out = self.stdout
         out.write(self.style.MIGRATE_HEADING("1/6 Database"))
@@ -84,8 +92,12 @@ class Command(BaseCommand):
 
             out.write(self.style.MIGRATE_HEADING("4/6 HIVE study"))
             owner = get_user_model().objects.get(username="researcher")
+            earlier = Study.objects.filter(title__startswith=DEMO_TITLE)
+            runs = earlier.count()
+            for old in earlier.filter(status=StudyStatus.OPEN):
+                study_close(study=old)
             study = study_create_hive(
-                title="HIVE demo: Grad-CAM on EfficientNet-Lite0",
+                title=DEMO_TITLE if not runs else f"{DEMO_TITLE} (run {runs + 1})",
                 owner=owner,
                 model=model,
                 dataset=dataset,
@@ -95,7 +107,7 @@ class Command(BaseCommand):
             n_items = len(study.spec["items"])
             out.write(
                 f"  study '{study.slug}': {study.trials.count()} trials "
-                f"({n_items} agreement + {n_items} distinction)"
+                f"({n_items} agreement + {n_items} distinction); each participant does one task"
             )
 
             out.write(self.style.MIGRATE_HEADING("5/6 Simulated participants over HTTP"))
@@ -131,10 +143,14 @@ class Command(BaseCommand):
             out.write(f"  Results page:     {base}/r/studies/{study.slug}/results/")
             out.write(f"  Explanation job:  {base}/r/jobs/{job.pk}/")
             out.write(
-                f"  Admin login:      {base}/admin/  user 'researcher', password '{password}'"
+                f"  Researcher login: {base}/admin/login/?next=/r/  user 'researcher', "
+                f"password '{password}'"
             )
             if opts["no_serve"]:
                 server.shutdown()
+                out.write(
+                    "  (--no-serve: the server has stopped; run without it to browse these pages)"
+                )
                 return
             out.write(self.style.SUCCESS("Serving; press Ctrl-C to stop."))
             try:
@@ -190,19 +206,30 @@ class Command(BaseCommand):
                 "DJANGO_SETTINGS_MODULE", "studyplatform.settings.base"
             ),
         )
+        # Own process group: stopping the demo stops the worker and its pool children.
         proc = subprocess.Popen(
-            cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=settings.BASE_DIR
+            cmd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=settings.BASE_DIR,
+            start_new_session=True,
         )
         proc.log_path = log_dir / "worker.log"  # type: ignore[attr-defined]
         self.stdout.write(f"  started Celery worker pid {proc.pid} (log: {proc.log_path})")
         return proc
 
     def _worker_stop(self, proc: subprocess.Popen) -> None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        for sig, wait in ((signal.SIGTERM, 20), (signal.SIGKILL, 10)):
+            try:
+                os.killpg(proc.pid, sig)
+            except ProcessLookupError:
+                return
+            try:
+                proc.wait(timeout=wait)
+                return
+            except subprocess.TimeoutExpired:
+                continue
 
     def _job_wait(self, job: ExplanationJob, worker: subprocess.Popen | None) -> ExplanationJob:
         deadline = time.monotonic() + JOB_TIMEOUT_S
