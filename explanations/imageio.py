@@ -9,11 +9,31 @@ from __future__ import annotations
 
 import hashlib
 import io
+import threading
 import warnings
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+
+_PILLOW_LIMIT_LOCK = threading.Lock()
+
+
+def _open_without_pillow_limit(data: bytes) -> Image.Image:
+    """``Image.open`` (header only) with Pillow's own bomb limit lifted for this call.
+
+    Pillow refuses headers over 2 x ``Image.MAX_IMAGE_PIXELS`` inside ``open``, before we can
+    apply our configured ``max_pixels`` and report the dimensions; nothing is decoded here,
+    and the caller checks the size before ``load()``.
+    """
+    with _PILLOW_LIMIT_LOCK:
+        saved = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = None
+        try:
+            return Image.open(io.BytesIO(data))
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
 
 
 class ImageDecodeError(ValueError):
@@ -66,7 +86,7 @@ def image_decode(data: bytes, *, name: str = "image", max_pixels: int = 40_000_0
             # The max_pixels check below replaces Pillow's warning threshold (89 MP), so a
             # limit configured above it is honoured and a bomb is reported by its size.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as img:
+            with _open_without_pillow_limit(data) as img:
                 width, height = img.size
                 if width * height > max_pixels:
                     raise ImageDecodeError(

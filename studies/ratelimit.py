@@ -54,11 +54,16 @@ def rate_exceeded(scope: str, key: str, rate: str) -> int:
 
 
 def client_address(request: HttpRequest) -> str:
-    """The client IP: X-Forwarded-For's first hop only behind a trusted proxy."""
+    """The client IP. Behind a trusted proxy (``DJANGO_BEHIND_TLS_PROXY``), the address that
+    proxy appended to X-Forwarded-For: the ``STUDYPLATFORM_PROXY_HOPS``-th from the right.
+    Addresses further left are written by the client and can be forged."""
     if getattr(settings, "SECURE_PROXY_SSL_HEADER", None):
-        forwarded = request.headers.get("X-Forwarded-For", "")
-        if forwarded:
-            return forwarded.split(",")[0].strip()
+        hops = [
+            h.strip() for h in request.headers.get("X-Forwarded-For", "").split(",") if h.strip()
+        ]
+        depth = getattr(settings, "STUDYPLATFORM_PROXY_HOPS", 1)
+        if len(hops) >= depth:
+            return hops[-depth]
     return request.META.get("REMOTE_ADDR", "")
 
 

@@ -308,7 +308,7 @@ def participant_feedback(*, participant: Participant, text: str) -> Participant:
         StudyClosed: the participant has not finished the trials.
         ValueError: longer than :data:`FEEDBACK_MAX_CHARS`.
     """
-    if len(text) > FEEDBACK_MAX_CHARS:
+    if len(text.replace("\r\n", "\n")) > FEEDBACK_MAX_CHARS:  # browsers send CRLF
         raise ValueError(f"please keep comments under {FEEDBACK_MAX_CHARS} characters")
     if participant.stage != ParticipantStage.DEBRIEF:
         raise StudyClosed("comments can be left at the end of the study")

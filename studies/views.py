@@ -83,10 +83,17 @@ def participant_page(request: HttpRequest, token) -> HttpResponse:
         raise Http404("no current trial")
     error = request.session.pop("participant_error", "")
     notice = request.session.pop("participant_notice", "")
+    draft = request.session.pop("participant_draft", None)
     return render(
         request,
         template,
-        {"state": state, "participant": participant, "error": error, "notice": notice},
+        {
+            "state": state,
+            "participant": participant,
+            "error": error,
+            "notice": notice,
+            "draft": participant.feedback if draft is None else draft,
+        },
     )
 
 
@@ -169,6 +176,7 @@ def participant_feedback(request: HttpRequest, token) -> HttpResponse:
         request.session["participant_notice"] = "Thank you, your comment is saved."
     except (ValueError, services.StudyClosed) as exc:
         request.session["participant_error"] = str(exc)
+        request.session["participant_draft"] = request.POST.get("feedback", "")[:20000]
     return redirect("studies:participant", token=participant.token)
 
 

@@ -23,6 +23,16 @@ from studies.services import study_create_hive
 CLASS_NAMES = ["alpaca", "bison", "camel", "dingo", "eland", "ferret"]
 
 
+@pytest.fixture(autouse=True)
+def _fresh_cache():
+    """Rate-limit counters must not leak from one test into the next."""
+    from django.core.cache import cache
+
+    cache.clear()
+    yield
+    cache.clear()
+
+
 @pytest.fixture
 def researcher(db):
     return get_user_model().objects.create_user(

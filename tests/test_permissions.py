@@ -52,6 +52,7 @@ ROLES = ("owner", "co", "outsider", "curator", "participant", "anonymous")
 
 # --- the literal tables -------------------------------------------------------------------
 # endpoint key -> (owner, co, outsider, curator, participant, anonymous)
+# fmt: off
 RESEARCHER_EXPECTED: dict[str, tuple[int, ...]] = {
     #                     owner  co   outsider curator particip. anon
     "home":              (200,  200,  200,     200,    302,      302),
@@ -78,6 +79,7 @@ PARTICIPANT_EXPECTED: dict[str, tuple[int, ...]] = {
     "api_get":       (200,  200,  200,     200,    200,      200),
     "api_post":      (201,  201,  201,     201,    201,      201),
 }
+# fmt: on
 
 
 @pytest.fixture(autouse=True)
@@ -139,7 +141,11 @@ def world(hive_study, tiny_world, researcher, co_researcher, outsider):
     curator.groups.add(Group.objects.create(name="curators"))
     assert not curator.is_staff
     job = ExplanationJob.objects.create(
-        model=model, dataset=dataset, method="gradcam", total_items=3, done_items=3,
+        model=model,
+        dataset=dataset,
+        method="gradcam",
+        total_items=3,
+        done_items=3,
         status=JobStatus.SUCCEEDED,
     )
     for item in dataset.items.all():
@@ -353,7 +359,7 @@ def test_a_token_reaches_images_only_within_its_own_trial_order(world):
     client, token = enrol(world["study"])
     participant = Participant.objects.get(token=token)
     n = len(participant.trial_order)
-    assert n == 4
+    assert n >= 2
     for position, trial_id in enumerate(participant.trial_order):
         trial = Trial.objects.get(pk=trial_id)
         for slot, name in trial.stimuli.items():
@@ -375,18 +381,21 @@ def test_the_participant_api_reports_only_the_token_holders_own_progress(world):
     _, token_b = enrol(study)
     a = advance(token_a, ParticipantStage.TRIALS)
     b = advance(token_b, ParticipantStage.TRIALS)
-    for position in range(3):
+    n_a, n_b = len(a.trial_order), len(b.trial_order)
+    assert n_a >= 2 and n_b >= 2
+    for position in range(n_b):  # B answers everything
         answer_at(b, position)
-    answer_at(a, 0)
+    answer_at(a, 0)  # A answers one
     client = Client()
     state_a = json.loads(client.get(f"/api/p/{token_a}/").content)
     state_b = json.loads(client.get(f"/api/p/{token_b}/").content)
-    assert state_a["progress"] == {"done": 1, "total": 4}
+    assert state_a["stage"] == "trials"
+    assert state_a["progress"] == {"done": 1, "total": n_a}
     assert state_a["trial"]["position"] == 1
     assert state_a["trial"]["photo"] == f"/p/{token_a}/img/1/photo.png"
+    assert state_a["completion_code"] is None  # B's completion does not leak to A
     assert str(token_b) not in json.dumps(state_a)
-    assert state_b["progress"] == {"done": 3, "total": 4}
-    assert state_b["trial"]["position"] == 3
-    # B's answers went to B only
+    assert state_b["stage"] == "debrief"
+    assert state_b["progress"] == {"done": n_b, "total": n_b}
     assert Response.objects.filter(participant=a).count() == 1
-    assert Response.objects.filter(participant=b).count() == 3
+    assert Response.objects.filter(participant=b).count() == n_b

@@ -31,9 +31,7 @@ ENV_NAMES = {"CACHE_URL"}
 def clean_env(**extra: str) -> dict[str, str]:
     """The inherited environment without any variable the settings read, plus ``extra``."""
     env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(ENV_PREFIXES) and k not in ENV_NAMES
+        k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIXES) and k not in ENV_NAMES
     }
     env.update(extra)
     return env
@@ -113,8 +111,16 @@ def manage(args: list[str], env: dict[str, str]) -> tuple[int, str]:
 
 @pytest.mark.parametrize(
     ("raw", "expected"),
-    [("1", True), ("true", True), (" Yes ", True), ("ON", True),
-     ("0", False), ("false", False), ("no", False), ("Off", False)],
+    [
+        ("1", True),
+        ("true", True),
+        (" Yes ", True),
+        ("ON", True),
+        ("0", False),
+        ("false", False),
+        ("no", False),
+        ("Off", False),
+    ],
 )
 def test_env_bool_parses_the_documented_spellings(monkeypatch, raw, expected):
     monkeypatch.setenv("SP_TEST_FLAG", raw)
@@ -152,8 +158,12 @@ def test_env_int_parses_and_enforces_its_minimum(monkeypatch):
 
 @pytest.mark.parametrize(
     ("raw", "message"),
-    [("x", "'x' is not an integer"), ("4.5", "'4.5' is not an integer"),
-     ("", "'' is not an integer"), ("0", "must be at least 1")],
+    [
+        ("x", "'x' is not an integer"),
+        ("4.5", "'4.5' is not an integer"),
+        ("", "'' is not an integer"),
+        ("0", "must be at least 1"),
+    ],
 )
 def test_env_int_refuses_bad_values_naming_the_variable(monkeypatch, raw, message):
     monkeypatch.setenv("SP_WORKERS", raw)

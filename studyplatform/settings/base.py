@@ -200,6 +200,8 @@ STUDYPLATFORM_JOB_LEASE_S = env_int("STUDYPLATFORM_JOB_LEASE_S", 300, minimum=1)
 # (a classroom behind one NAT enrols from one address), requests per participant token.
 STUDYPLATFORM_ENROL_RATE = env_str("STUDYPLATFORM_ENROL_RATE", "120/m")
 STUDYPLATFORM_PARTICIPANT_RATE = env_str("STUDYPLATFORM_PARTICIPANT_RATE", "600/m")
+# Trusted proxies in front of the app that append to X-Forwarded-For (with the TLS proxy).
+STUDYPLATFORM_PROXY_HOPS = env_int("STUDYPLATFORM_PROXY_HOPS", 1, minimum=1)
 # Torch threads per worker process; 0 = torch's default.
 STUDYPLATFORM_TORCH_THREADS = env_int("STUDYPLATFORM_TORCH_THREADS", 0, minimum=0)
 # Uploads larger than this are refused with 413 before decoding.

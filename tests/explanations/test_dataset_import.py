@@ -62,7 +62,11 @@ def test_import_reports_imported_failed_and_duplicates_exactly(dataset):
     reason = report.failed[0][1]
     assert reason.startswith("broken.jpg: ")
     assert "truncated or corrupt" in reason
-    assert sorted(dataset.items.values_list("name", flat=True)) == ["alpha.png", "good.png", "gray.png"]
+    assert sorted(dataset.items.values_list("name", flat=True)) == [
+        "alpha.png",
+        "good.png",
+        "gray.png",
+    ]
 
 
 @pytest.mark.django_db
@@ -135,7 +139,9 @@ def test_same_name_with_different_content_is_a_duplicate(dataset):
 def test_same_content_may_be_imported_into_two_datasets(dataset):
     other = Dataset.objects.create(name="Other photos")
     data = encode(Image.fromarray(GOOD), "PNG")
-    assert dataset_import(dataset=dataset, sources=[ImageSource("a.png", data)]).imported == ["a.png"]
+    assert dataset_import(dataset=dataset, sources=[ImageSource("a.png", data)]).imported == [
+        "a.png"
+    ]
     assert dataset_import(dataset=other, sources=[ImageSource("a.png", data)]).imported == ["a.png"]
     assert Item.objects.count() == 2
 

@@ -188,7 +188,9 @@ def test_gradcam_for_espresso_puts_most_of_its_mass_on_the_cup(demo, coffee_inpu
     assert box[np.unravel_index(cam.argmax(), cam.shape)]
 
     # the job stored the very same map for the espresso target
-    stored = Explanation.objects.get(model=demo.model, item=coffee_input.item, target_index=ESPRESSO)
+    stored = Explanation.objects.get(
+        model=demo.model, item=coffee_input.item, target_index=ESPRESSO
+    )
     np.testing.assert_allclose(explanation_array_load(stored), cam, rtol=1e-4, atol=1e-6)
 
 
@@ -242,7 +244,9 @@ def test_job_explains_the_top4_and_the_true_class_when_it_is_outside_them(demo):
             assert by_target[target].target_rank == rank
         for target in expected[TOP_K:]:
             ranks = prediction.topk_indices()
-            assert by_target[target].target_rank == (ranks.index(target) if target in ranks else None)
+            assert by_target[target].target_rank == (
+                ranks.index(target) if target in ranks else None
+            )
         total += len(expected)
     assert Explanation.objects.filter(model=demo.model).count() == total
     assert total == 10 * TOP_K + len(extra)
@@ -284,12 +288,19 @@ def test_job_artifacts_are_nonnegative_float32_maps_and_224px_png_overlays(demo)
         assert array.dtype == np.float32
         assert array.min() >= 0
         assert float(array.max()) == pytest.approx(explanation.max_value)
-        assert explanation.params == {"layer": "_conv_head", "relu_attributions": True,
-                                      "upsample": "bilinear"}
+        assert explanation.params == {
+            "layer": "_conv_head",
+            "relu_attributions": True,
+            "upsample": "bilinear",
+        }
         with explanation.overlay.open("rb") as fh:
             overlay_img = Image.open(io.BytesIO(fh.read()))
             overlay_img.load()
-        assert (overlay_img.format, overlay_img.mode, overlay_img.size) == ("PNG", "RGB", (224, 224))
+        assert (overlay_img.format, overlay_img.mode, overlay_img.size) == (
+            "PNG",
+            "RGB",
+            (224, 224),
+        )
         item = explanation.item
         if item.pk not in views:
             views[item.pk] = item_model_view(item=item, model=demo.model)
@@ -351,7 +362,9 @@ def _corrupt_on_disk(item) -> None:
 @pytest.mark.django_db
 def test_item_whose_stored_image_was_corrupted_fails_and_the_others_succeed(demo):
     dataset = Dataset.objects.create(name="Corrupted on disk")
-    report = dataset_import(dataset=dataset, sources=_photo_sources(["coffee", "rocket", "chelsea"]))
+    report = dataset_import(
+        dataset=dataset, sources=_photo_sources(["coffee", "rocket", "chelsea"])
+    )
     assert report.imported == ["coffee", "rocket", "chelsea"]
     _corrupt_on_disk(dataset.items.get(name="rocket"))
     with enqueue_patched():
@@ -365,7 +378,9 @@ def test_item_whose_stored_image_was_corrupted_fails_and_the_others_succeed(demo
     assert states["coffee"].status == states["chelsea"].status == JobItemStatus.DONE
     failed = states["rocket"]
     assert failed.status == JobItemStatus.FAILED
-    assert failed.error.startswith("ImageDecodeError: rocket: cannot decode image: truncated or corrupt")
+    assert failed.error.startswith(
+        "ImageDecodeError: rocket: cannot decode image: truncated or corrupt"
+    )
     assert job.error.startswith("rocket: ImageDecodeError: rocket: ")
     rocket = dataset.items.get(name="rocket")
     assert not Prediction.objects.filter(item=rocket).exists()

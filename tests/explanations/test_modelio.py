@@ -312,8 +312,11 @@ def test_register_tiny_model_stores_checksum_layer_and_normalisation(tmp_path, t
 def test_register_with_a_preset_stores_the_preset_values(tmp_path, tiny_architecture):
     torch.save(tiny_state_dict(num_classes=2), tmp_path / "tiny.pt")
     model = model_register(
-        name="Tiny", architecture=tiny_architecture, weights_path=tmp_path / "tiny.pt",
-        class_names=["a", "b"], normalization="efficientnet-lite",
+        name="Tiny",
+        architecture=tiny_architecture,
+        weights_path=tmp_path / "tiny.pt",
+        class_names=["a", "b"],
+        normalization="efficientnet-lite",
     )
     assert model.normalization_mean == [127.0, 127.0, 127.0]
     assert model.normalization_std == [128.0, 128.0, 128.0]
@@ -321,7 +324,9 @@ def test_register_with_a_preset_stores_the_preset_values(tmp_path, tiny_architec
 
 @pytest.mark.django_db
 @pytest.mark.parametrize("damage", ["truncated", "malicious", "text", "missing"])
-def test_register_with_a_bad_checkpoint_fails_and_saves_nothing(tmp_path, tiny_architecture, damage):
+def test_register_with_a_bad_checkpoint_fails_and_saves_nothing(
+    tmp_path, tiny_architecture, damage
+):
     path = tmp_path / "weights.pt"
     if damage == "truncated":
         torch.save(tiny_state_dict(), path)
@@ -333,7 +338,9 @@ def test_register_with_a_bad_checkpoint_fails_and_saves_nothing(tmp_path, tiny_a
         path.write_bytes(b"not a checkpoint at all\n")
     with pytest.raises(ModelRegistrationError, match=r"^weights\.pt: "):
         model_register(
-            name="Broken", architecture=tiny_architecture, weights_path=path,
+            name="Broken",
+            architecture=tiny_architecture,
+            weights_path=path,
             class_names=["a", "b", "c"],
         )
     assert ClassifierModel.objects.count() == 0
@@ -343,9 +350,13 @@ def test_register_with_a_bad_checkpoint_fails_and_saves_nothing(tmp_path, tiny_a
 @pytest.mark.django_db
 def test_register_with_too_few_class_names_is_a_shape_mismatch(tmp_path, tiny_architecture):
     torch.save(tiny_state_dict(num_classes=3), tmp_path / "tiny.pt")
-    with pytest.raises(ModelRegistrationError, match=r"head\.weight: checkpoint \(3, 4\) vs model \(2, 4\)"):
+    with pytest.raises(
+        ModelRegistrationError, match=r"head\.weight: checkpoint \(3, 4\) vs model \(2, 4\)"
+    ):
         model_register(
-            name="Tiny", architecture=tiny_architecture, weights_path=tmp_path / "tiny.pt",
+            name="Tiny",
+            architecture=tiny_architecture,
+            weights_path=tmp_path / "tiny.pt",
             class_names=["a", "b"],
         )
     assert ClassifierModel.objects.count() == 0
@@ -356,8 +367,11 @@ def test_register_with_an_unknown_normalisation_preset_fails(tmp_path, tiny_arch
     torch.save(tiny_state_dict(), tmp_path / "tiny.pt")
     with pytest.raises(ModelRegistrationError, match="unknown normalisation preset 'imagenett'"):
         model_register(
-            name="Tiny", architecture=tiny_architecture, weights_path=tmp_path / "tiny.pt",
-            class_names=["a", "b", "c"], normalization="imagenett",
+            name="Tiny",
+            architecture=tiny_architecture,
+            weights_path=tmp_path / "tiny.pt",
+            class_names=["a", "b", "c"],
+            normalization="imagenett",
         )
     assert ClassifierModel.objects.count() == 0
 
@@ -368,12 +382,17 @@ def test_register_with_an_unknown_normalisation_preset_fails(tmp_path, tiny_arch
     [{"mean": [0, 0], "std": [1, 1, 1]}, {"mean": [0, 0, 0], "std": [1, 0, 1]}, {}],
     ids=["two-means", "zero-std", "empty"],
 )
-def test_register_with_invalid_custom_normalisation_fails(tmp_path, tiny_architecture, normalization):
+def test_register_with_invalid_custom_normalisation_fails(
+    tmp_path, tiny_architecture, normalization
+):
     torch.save(tiny_state_dict(), tmp_path / "tiny.pt")
     with pytest.raises(ModelRegistrationError, match="3 means and 3 positive stds"):
         model_register(
-            name="Tiny", architecture=tiny_architecture, weights_path=tmp_path / "tiny.pt",
-            class_names=["a", "b", "c"], normalization=normalization,
+            name="Tiny",
+            architecture=tiny_architecture,
+            weights_path=tmp_path / "tiny.pt",
+            class_names=["a", "b", "c"],
+            normalization=normalization,
         )
     assert ClassifierModel.objects.count() == 0
 
@@ -383,8 +402,11 @@ def test_register_with_an_unknown_target_layer_fails(tmp_path, tiny_architecture
     torch.save(tiny_state_dict(), tmp_path / "tiny.pt")
     with pytest.raises(ModelRegistrationError, match="target layer 'conv9' does not exist"):
         model_register(
-            name="Tiny", architecture=tiny_architecture, weights_path=tmp_path / "tiny.pt",
-            class_names=["a", "b", "c"], target_layer="conv9",
+            name="Tiny",
+            architecture=tiny_architecture,
+            weights_path=tmp_path / "tiny.pt",
+            class_names=["a", "b", "c"],
+            target_layer="conv9",
         )
     assert ClassifierModel.objects.count() == 0
 
@@ -404,7 +426,9 @@ def test_register_with_no_class_names_fails(tmp_path, tiny_architecture):
     torch.save(tiny_state_dict(), tmp_path / "tiny.pt")
     with pytest.raises(ModelRegistrationError, match="class_names is empty"):
         model_register(
-            name="Tiny", architecture=tiny_architecture, weights_path=tmp_path / "tiny.pt",
+            name="Tiny",
+            architecture=tiny_architecture,
+            weights_path=tmp_path / "tiny.pt",
             class_names=[],
         )
     assert ClassifierModel.objects.count() == 0
@@ -414,8 +438,10 @@ def test_register_with_no_class_names_fails(tmp_path, tiny_architecture):
 def test_register_a_second_model_with_the_same_name_fails(tmp_path, tiny_architecture):
     torch.save(tiny_state_dict(), tmp_path / "tiny.pt")
     kwargs = {
-        "name": "Tiny", "architecture": tiny_architecture,
-        "weights_path": tmp_path / "tiny.pt", "class_names": ["a", "b", "c"],
+        "name": "Tiny",
+        "architecture": tiny_architecture,
+        "weights_path": tmp_path / "tiny.pt",
+        "class_names": ["a", "b", "c"],
     }
     first = model_register(**kwargs)
     with pytest.raises(ModelRegistrationError, match="a model named 'Tiny' is already registered"):
@@ -436,8 +462,11 @@ def class_names_1000():
 def test_register_real_efficientnet_with_10_class_names_is_a_shape_mismatch_on_fc():
     with pytest.raises(ModelRegistrationError) as info:
         model_register(
-            name="Lite0 x10", architecture="efficientnet-lite0", weights_path=demo_weights_path(),
-            class_names=[f"class {i}" for i in range(10)], normalization="efficientnet-lite",
+            name="Lite0 x10",
+            architecture="efficientnet-lite0",
+            weights_path=demo_weights_path(),
+            class_names=[f"class {i}" for i in range(10)],
+            normalization="efficientnet-lite",
         )
     message = str(info.value)
     assert "shape mismatches (2)" in message
@@ -450,8 +479,11 @@ def test_register_real_efficientnet_with_10_class_names_is_a_shape_mismatch_on_f
 def test_register_real_efficientnet_with_an_unknown_target_layer_fails(class_names_1000):
     with pytest.raises(ModelRegistrationError, match="target layer '_conv_tail' does not exist"):
         model_register(
-            name="Lite0", architecture="efficientnet-lite0", weights_path=demo_weights_path(),
-            class_names=class_names_1000, normalization="efficientnet-lite",
+            name="Lite0",
+            architecture="efficientnet-lite0",
+            weights_path=demo_weights_path(),
+            class_names=class_names_1000,
+            normalization="efficientnet-lite",
             target_layer="_conv_tail",
         )
     assert ClassifierModel.objects.count() == 0
@@ -461,8 +493,11 @@ def test_register_real_efficientnet_with_an_unknown_target_layer_fails(class_nam
 @pytest.mark.django_db
 def test_register_real_efficientnet_suggests_conv_head_as_target_layer(class_names_1000):
     model = model_register(
-        name=DEMO_MODEL_NAME, architecture="efficientnet-lite0", weights_path=demo_weights_path(),
-        class_names=class_names_1000, normalization="efficientnet-lite",
+        name=DEMO_MODEL_NAME,
+        architecture="efficientnet-lite0",
+        weights_path=demo_weights_path(),
+        class_names=class_names_1000,
+        normalization="efficientnet-lite",
     )
     assert model.target_layer == "_conv_head"
     assert model.num_classes == 1000

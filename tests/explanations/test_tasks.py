@@ -21,6 +21,8 @@ def test_task_calls_the_job_service_with_the_id(monkeypatch):
 def test_task_is_routed_to_the_gpu_queue_and_acks_late():
     from django.conf import settings
 
-    assert settings.CELERY_TASK_ROUTES["explanations.tasks.explanation_job_run_task"]["queue"] == "gpu"
+    assert (
+        settings.CELERY_TASK_ROUTES["explanations.tasks.explanation_job_run_task"]["queue"] == "gpu"
+    )
     assert tasks.explanation_job_run_task.acks_late is True
     assert tasks.explanation_job_run_task.reject_on_worker_lost is True

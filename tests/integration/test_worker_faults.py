@@ -55,11 +55,33 @@ def _broker(tmp_path: Path) -> tuple[str, dict]:
 
 
 def _worker(env: dict, log: Path, name: str) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "celery", "-A", "studyplatform", "worker", "-Q", "gpu,cpu",
-           "--concurrency", "1", "--without-gossip", "--without-mingle", "--without-heartbeat",
-           "-n", f"{name}-{uuid.uuid4().hex[:6]}@%h", "--loglevel", "INFO"]
-    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=open(log, "ab"),  # noqa: SIM115
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "studyplatform",
+        "worker",
+        "-Q",
+        "gpu,cpu",
+        "--concurrency",
+        "1",
+        "--without-gossip",
+        "--without-mingle",
+        "--without-heartbeat",
+        "-n",
+        f"{name}-{uuid.uuid4().hex[:6]}@%h",
+        "--loglevel",
+        "INFO",
+    ]
+    return subprocess.Popen(
+        cmd,
+        cwd=ROOT,
+        env=env,
+        stdout=open(log, "ab"),  # noqa: SIM115
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
@@ -108,7 +130,8 @@ def test_worker_sigkilled_mid_batch_job_completes_with_every_artifact_once(tmp_p
         for sub in ("queue", "control"):
             (folder / sub).mkdir(parents=True, exist_ok=True)
         sender.conf.broker_transport_options = {
-            "data_folder_in": str(folder / "queue"), "data_folder_out": str(folder / "queue"),
+            "data_folder_in": str(folder / "queue"),
+            "data_folder_out": str(folder / "queue"),
             "control_folder": str(folder / "control"),
         }
     logs = [tmp_path / "worker1.log", tmp_path / "worker2.log"]
@@ -129,8 +152,12 @@ def test_worker_sigkilled_mid_batch_job_completes_with_every_artifact_once(tmp_p
         assert job.status == JobStatus.RUNNING
 
         # The lease must lapse before a sweep may take the job over.
-        _wait(lambda: timezone.now() - job.heartbeat_at > timezone.timedelta(seconds=LEASE_S + 0.5),
-              LEASE_S + 5, "the lease to lapse", logs)
+        _wait(
+            lambda: timezone.now() - job.heartbeat_at > timezone.timedelta(seconds=LEASE_S + 0.5),
+            LEASE_S + 5,
+            "the lease to lapse",
+            logs,
+        )
         second = _worker(env, logs[1], "second")
 
         def finished():
@@ -146,20 +173,29 @@ def test_worker_sigkilled_mid_batch_job_completes_with_every_artifact_once(tmp_p
     assert job.status == JobStatus.SUCCEEDED, job.error
     assert (job.done_items, job.failed_items, job.total_items) == (10, 0, 10)
     assert job.enqueue_count >= 2  # once at creation, again by the sweep
-    assert not ExplanationJobItem.objects.filter(job=job).exclude(status=JobItemStatus.DONE).exists()
+    assert (
+        not ExplanationJobItem.objects.filter(job=job).exclude(status=JobItemStatus.DONE).exists()
+    )
     assert not ExplanationJobItem.objects.filter(job=job, leased_until__isnull=False).exists()
 
     expected = 0
     for prediction in Prediction.objects.filter(model=model).select_related("item"):
         targets = explanation_targets(prediction=prediction, item=prediction.item, top_k=4)
-        stored = sorted(Explanation.objects.filter(model=model, item=prediction.item)
-                        .values_list("target_index", flat=True))
+        stored = sorted(
+            Explanation.objects.filter(model=model, item=prediction.item).values_list(
+                "target_index", flat=True
+            )
+        )
         assert stored == sorted(targets), prediction.item.name
         expected += len(targets)
     assert Prediction.objects.filter(model=model).count() == 10
     assert Explanation.objects.count() == expected
     media = Path(settings.MEDIA_ROOT)
-    on_disk = sorted(p.relative_to(media).as_posix() for p in (media / "explanations").rglob("*") if p.is_file())
-    in_db = sorted([e.array.name for e in Explanation.objects.all()]
-                   + [e.overlay.name for e in Explanation.objects.all()])
+    on_disk = sorted(
+        p.relative_to(media).as_posix() for p in (media / "explanations").rglob("*") if p.is_file()
+    )
+    in_db = sorted(
+        [e.array.name for e in Explanation.objects.all()]
+        + [e.overlay.name for e in Explanation.objects.all()]
+    )
     assert on_disk == in_db  # every artifact once, no orphan from the killed run

@@ -311,12 +311,6 @@ def test_the_third_enrolment_from_one_address_in_a_minute_is_429(hive_study, set
     assert Participant.objects.count() == 3
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: behind a TLS proxy client_address() keys the enrol limit on the FIRST "
-    "X-Forwarded-For hop, which the client writes itself (proxies append the real address), "
-    "so forging the header gives unlimited enrolments",
-)
 def test_behind_a_proxy_a_forged_forwarded_for_does_not_escape_the_enrol_limit(
     hive_study, settings, clock
 ):

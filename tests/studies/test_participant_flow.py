@@ -80,7 +80,9 @@ def test_each_participant_does_one_task_and_tasks_stay_balanced(hive_study):
         for _ in range(2):
             form = current_form(client, token)
             tasks.add(form["task"])
-            client.post(f"/p/{token}/answer", {"position": form["position"], "answer": form["choices"][0]})
+            client.post(
+                f"/p/{token}/answer", {"position": form["position"], "answer": form["choices"][0]}
+            )
         assert len(tasks) == 1
         seen.append(tasks.pop())
     assert seen == ["agreement", "distinction", "agreement", "distinction"]
@@ -97,7 +99,9 @@ def test_distinction_candidate_order_is_drawn_per_participant(hive_study):
             continue
         form = current_form(client, token)
         labels = tuple(re.findall(r'alt="heatmap for ([a-z]+)"', form["html"]))
-        assert labels == tuple(re.findall(r'alt="heatmap for ([a-z]+)"', current_form(client, token)["html"]))
+        assert labels == tuple(
+            re.findall(r'alt="heatmap for ([a-z]+)"', current_form(client, token)["html"])
+        )
         orders.add(labels)
     assert len(orders) > 1  # 6 participants x 4! orders: the same order for all is ~1e-6
 
@@ -203,20 +207,40 @@ def test_participant_cannot_see_ground_truth_or_model_correctness(hive_study, ta
         for text in (form["html"], api.content.decode()):
             for word in SERVER_ONLY:
                 assert word not in text
-        assert set(body) == {"stage", "study_title", "progress", "trial", "completion_code", "prolific"}
-        allowed = {"position", "task", "title", "question", "help", "photo", "options",
-                   "heatmap", "predicted_label"}
+        assert set(body) == {
+            "stage",
+            "study_title",
+            "progress",
+            "trial",
+            "completion_code",
+            "prolific",
+        }
+        allowed = {
+            "position",
+            "task",
+            "title",
+            "question",
+            "help",
+            "photo",
+            "options",
+            "heatmap",
+            "predicted_label",
+        }
         assert set(body["trial"]) <= allowed
         if task == TaskType.AGREEMENT:
             assert true_of_wrong not in form["html"]
             assert true_of_wrong not in api.content.decode()
         else:
-            assert "predicted_label" not in body["trial"] and "The model predicts" not in form["html"]
+            assert (
+                "predicted_label" not in body["trial"] and "The model predicts" not in form["html"]
+            )
         for url in re.findall(r'src="([^"]+)"', form["html"]):
             assert re.fullmatch(rf"/p/{token}/img/\d+/(photo|heatmap|h[0-3])\.png", url)
-        post = client.post(f"/api/p/{token}/", {"position": int(form["position"]),
-                                                  "answer": form["choices"][0]},
-                           content_type="application/json")
+        post = client.post(
+            f"/api/p/{token}/",
+            {"position": int(form["position"]), "answer": form["choices"][0]},
+            content_type="application/json",
+        )
         for word in SERVER_ONLY:
             assert word not in post.content.decode()
     debrief = client.get(f"/p/{token}/").content.decode()

@@ -53,7 +53,10 @@ def test_csv_has_one_row_per_response_with_the_truth_for_researchers(answered_st
     )
     frame = pd.read_csv(io.StringIO(response.content.decode()))
     assert len(frame) == 6  # 3 bots x 2 trials of their one task
-    assert frame.groupby("task")["participant"].nunique().to_dict() == {"agreement": 2, "distinction": 1}
+    assert frame.groupby("task")["participant"].nunique().to_dict() == {
+        "agreement": 2,
+        "distinction": 1,
+    }
     assert frame["is_simulated"].all()
     wrong = frame[(frame["item"] == "wrong")]
     assert set(wrong["true_class"]) == {"eland"} and set(wrong["predicted_class"]) == {"bison"}
