@@ -16,7 +16,6 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-
 _PILLOW_LIMIT_LOCK = threading.Lock()
 
 
