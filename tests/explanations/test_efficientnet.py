@@ -71,7 +71,7 @@ def cup_box_in_model_view(size: int = 224) -> tuple[slice, slice]:
 
 
 def enqueue_patched():
-    return mock.patch("explanations.services.explanation_job_enqueue")
+    return mock.patch("explanations.services.jobs.explanation_job_enqueue")
 
 
 @pytest.fixture(scope="module")

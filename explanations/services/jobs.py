@@ -1,19 +1,11 @@
-"""Services of the explanations app: register models, import datasets, run explanation jobs.
-
-Named ``<entity>_<action>``, keyword-only, transactional. Views, commands and Celery tasks call
-these and nothing else.
-"""
+"""Explanation jobs: predictions and saliency maps for a dataset, leased and idempotent."""
 
 from __future__ import annotations
 
 import io
 import logging
-import threading
 import time
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -26,19 +18,14 @@ from django.db.models import F, Q
 from django.utils import timezone
 from torch import nn
 
-from . import rendering
-from .explainers.base import Explainer, ExplainerConfigError, suggest_target_layer
-from .explainers.registry import build_registry
-from .imageio import ImageDecodeError, center_square_resize, encode_png, image_decode
-from .modelio import (
-    ARCHITECTURES,
-    NORMALIZATION_PRESETS,
+from .. import rendering
+from ..explainers.base import Explainer, ExplainerConfigError
+from ..explainers.registry import build_registry
+from ..modelio import (
     CheckpointError,
-    file_sha256,
-    model_build,
     pixels_to_input,
 )
-from .models import (
+from ..models import (
     ClassifierModel,
     Dataset,
     Explanation,
@@ -49,223 +36,11 @@ from .models import (
     JobStatus,
     Prediction,
 )
+from .registry import classifier_load, item_model_view
 
 logger = logging.getLogger(__name__)
 
 PREDICTION_TOP_K = 5
-
-
-class ModelRegistrationError(ValueError):
-    """The model cannot be registered; nothing was saved."""
-
-
-# --- models ---------------------------------------------------------------------------------
-
-
-def model_register(
-    *,
-    name: str,
-    architecture: str,
-    weights_path: str | Path,
-    class_names: Sequence[str],
-    input_size: int = 224,
-    normalization: str | dict[str, list[float]] = "imagenet",
-    target_layer: str | None = None,
-) -> ClassifierModel:
-    """Validate a classifier end to end, then register it.
-
-    Validation before anything is saved: the weights load safely and match the architecture,
-    a forward pass on a dummy (1, 3, input_size, input_size) input gives one logit per class
-    name, and the CAM target layer exists (suggested as the last convolution when omitted).
-
-    Args:
-        name: unique display name.
-        architecture: a key of :data:`explanations.modelio.ARCHITECTURES`.
-        weights_path: safetensors or ``torch.save``'d state dict (loaded with
-            ``weights_only=True``).
-        class_names: one name per output logit.
-        input_size: square input side in pixels.
-        normalization: a preset name of :data:`NORMALIZATION_PRESETS` or
-            ``{"mean": [3 floats], "std": [3 floats]}`` in 0-255 pixel units.
-        target_layer: dotted module name for CAM methods.
-
-    Raises:
-        ModelRegistrationError: any check failed; the message names the problem.
-    """
-    if ClassifierModel.objects.filter(name=name).exists():
-        raise ModelRegistrationError(f"a model named {name!r} is already registered")
-    if architecture not in ARCHITECTURES:
-        raise ModelRegistrationError(
-            f"unknown architecture {architecture!r}; known: {sorted(ARCHITECTURES)}"
-        )
-    mean, std = _normalization_resolve(normalization)
-    class_names = [str(c) for c in class_names]
-    if not class_names:
-        raise ModelRegistrationError("class_names is empty")
-    try:
-        net = model_build(architecture, weights_path, num_classes=len(class_names))
-    except CheckpointError as exc:
-        raise ModelRegistrationError(str(exc)) from None
-    with torch.no_grad():
-        logits = net(torch.zeros(1, 3, input_size, input_size))
-    if logits.shape != (1, len(class_names)):
-        raise ModelRegistrationError(
-            f"a forward pass gave logits of shape {tuple(logits.shape)}, expected "
-            f"(1, {len(class_names)}) for {len(class_names)} class names"
-        )
-    layer = target_layer or suggest_target_layer(net)
-    if layer not in dict(net.named_modules()):
-        raise ModelRegistrationError(f"target layer {layer!r} does not exist in the model")
-    return ClassifierModel.objects.create(
-        name=name,
-        architecture=architecture,
-        weights_path=str(Path(weights_path).resolve()),
-        weights_sha256=file_sha256(weights_path),
-        class_names=class_names,
-        input_size=input_size,
-        normalization_mean=mean,
-        normalization_std=std,
-        target_layer=layer,
-    )
-
-
-def _normalization_resolve(
-    normalization: str | dict[str, list[float]],
-) -> tuple[list[float], list[float]]:
-    if isinstance(normalization, str):
-        try:
-            preset = NORMALIZATION_PRESETS[normalization]
-        except KeyError:
-            raise ModelRegistrationError(
-                f"unknown normalisation preset {normalization!r}; "
-                f"known: {sorted(NORMALIZATION_PRESETS)}"
-            ) from None
-        return list(preset["mean"]), list(preset["std"])
-    mean, std = list(normalization.get("mean", [])), list(normalization.get("std", []))
-    if len(mean) != 3 or len(std) != 3 or any(s <= 0 for s in std):
-        raise ModelRegistrationError("normalisation needs 3 means and 3 positive stds")
-    return [float(m) for m in mean], [float(s) for s in std]
-
-
-_NET_CACHE: dict[tuple[int, str, str], nn.Module] = {}
-_NET_CACHE_LOCK = threading.Lock()
-
-
-def classifier_load(model: ClassifierModel, *, device: torch.device | None = None) -> nn.Module:
-    """Return the eval-mode network for a registered model on ``device``, cached per process.
-
-    Raises:
-        CheckpointError: the weights changed on disk since registration (checksum differs)
-            or no longer load.
-    """
-    device = device or torch.device("cpu")
-    key = (model.pk, model.weights_sha256, str(device))
-    with _NET_CACHE_LOCK:
-        net = _NET_CACHE.get(key)
-        if net is None:
-            actual = file_sha256(model.weights_path)
-            if actual != model.weights_sha256:
-                raise CheckpointError(
-                    f"{Path(model.weights_path).name}: checksum changed since registration "
-                    f"({actual[:12]} != {model.weights_sha256[:12]})"
-                )
-            net = model_build(model.architecture, model.weights_path, model.num_classes).to(device)
-            if settings.STUDYPLATFORM_TORCH_THREADS:
-                torch.set_num_threads(settings.STUDYPLATFORM_TORCH_THREADS)
-            _NET_CACHE[key] = net
-    return net
-
-
-def item_model_view(*, item: Item, model: ClassifierModel) -> np.ndarray:
-    """The photo as the model sees it: (S, S, 3) uint8, S = ``model.input_size``.
-
-    Raises:
-        ImageDecodeError: the stored file cannot be decoded.
-    """
-    with item.image.open("rb") as fh:
-        data = fh.read()
-    decoded = image_decode(data, name=item.name, max_pixels=settings.STUDYPLATFORM_MAX_IMAGE_PIXELS)
-    return center_square_resize(decoded.pixels, model.input_size)
-
-
-# --- datasets -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ImageSource:
-    """One image to import: the file bytes, a unique name, and its label if known."""
-
-    name: str
-    data: bytes
-    label_index: int | None = None
-    label_name: str = ""
-    source: str = ""
-
-
-@dataclass
-class ImportReport:
-    """What a dataset import did: imported names, duplicates skipped, failures with reasons."""
-
-    imported: list[str] = field(default_factory=list)
-    duplicates: list[str] = field(default_factory=list)
-    failed: list[tuple[str, str]] = field(default_factory=list)
-
-
-def dataset_import(
-    *, dataset: Dataset, sources: Iterable[ImageSource], max_pixels: int | None = None
-) -> ImportReport:
-    """Import images into a dataset, one transaction per image.
-
-    Every image is decoded and normalised to an RGB PNG (RGBA composited on white, grayscale
-    expanded, EXIF orientation applied). A file that fails to decode is reported in
-    ``failed`` with the reason and does not stop the others; a file whose name or content is
-    already in the dataset is reported in ``duplicates``.
-
-    Returns:
-        An :class:`ImportReport`.
-    """
-    report = ImportReport()
-    limit = max_pixels or settings.STUDYPLATFORM_MAX_IMAGE_PIXELS
-    for src in sources:
-        try:
-            decoded = image_decode(src.data, name=src.name, max_pixels=limit)
-        except ImageDecodeError as exc:
-            report.failed.append((src.name, str(exc)))
-            continue
-        if (
-            dataset.items.filter(name=src.name).exists()
-            or dataset.items.filter(sha256=decoded.sha256).exists()
-        ):
-            report.duplicates.append(src.name)
-            continue
-        try:
-            with transaction.atomic():
-                item = Item(
-                    dataset=dataset,
-                    name=src.name,
-                    sha256=decoded.sha256,
-                    width=decoded.width,
-                    height=decoded.height,
-                    original_mode=decoded.original_mode,
-                    label_index=src.label_index,
-                    label_name=src.label_name,
-                    source=src.source,
-                )
-                item.image.save(
-                    f"{dataset.pk}-{decoded.sha256[:16]}.png",
-                    ContentFile(encode_png(decoded.pixels)),
-                    save=False,
-                )
-                item.save()
-        except IntegrityError:
-            item.image.delete(save=False)  # a concurrent import stored it first
-            report.duplicates.append(src.name)
-            continue
-        report.imported.append(src.name)
-    return report
-
-
-# --- explanation jobs -----------------------------------------------------------------------
 
 
 def explainer_classes() -> dict[str, type[Explainer]]:
@@ -301,7 +76,7 @@ def explanation_job_create(
 
 def explanation_job_enqueue(*, job_id: int) -> None:
     """Send the job to the ``gpu`` queue (call after commit) and count the sending."""
-    from .tasks import explanation_job_run_task
+    from ..tasks import explanation_job_run_task
 
     ExplanationJob.objects.filter(pk=job_id).update(enqueue_count=F("enqueue_count") + 1)
     explanation_job_run_task.delay(job_id)

@@ -1,0 +1,54 @@
+"""Services of the explanations app, named ``<entity>_<action>``, keyword-only, transactional.
+
+Views, commands, API views and Celery tasks call these and nothing else:
+
+* :mod:`.registry`: ``model_register``, ``classifier_load``, ``item_model_view``;
+* :mod:`.datasets`: ``dataset_import`` and the folder/manifest/zip importers;
+* :mod:`.jobs`: ``explanation_job_create``, ``explanation_job_run``, ``explanation_jobs_sweep``.
+"""
+
+from .datasets import ImageSource, ImportReport, dataset_import
+from .jobs import (
+    PREDICTION_TOP_K,
+    TRANSIENT_ERRORS,
+    _is_transient,
+    explainer_classes,
+    explanation_array_load,
+    explanation_item_compute,
+    explanation_job_create,
+    explanation_job_enqueue,
+    explanation_job_finalize,
+    explanation_job_run,
+    explanation_jobs_sweep,
+    explanation_targets,
+    torch_device,
+)
+from .registry import (
+    ModelRegistrationError,
+    classifier_load,
+    item_model_view,
+    model_register,
+)
+
+__all__ = [
+    "PREDICTION_TOP_K",
+    "TRANSIENT_ERRORS",
+    "ImageSource",
+    "ImportReport",
+    "ModelRegistrationError",
+    "_is_transient",
+    "classifier_load",
+    "dataset_import",
+    "explainer_classes",
+    "explanation_array_load",
+    "explanation_item_compute",
+    "explanation_job_create",
+    "explanation_job_enqueue",
+    "explanation_job_finalize",
+    "explanation_job_run",
+    "explanation_jobs_sweep",
+    "explanation_targets",
+    "item_model_view",
+    "model_register",
+    "torch_device",
+]
