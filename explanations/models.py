@@ -5,8 +5,20 @@ This app knows nothing about studies: studies use its models and services one wa
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.db import models
 from django.utils import timezone
+
+
+class ModelKind(models.TextChoices):
+    BUILTIN = "builtin", "Built-in architecture"
+    FACTORY = "factory", "Factory function + state dict"
+    TORCHSCRIPT = "torchscript", "TorchScript file"
+
+
+class ResizePolicy(models.TextChoices):
+    CENTER_CROP = "center-crop", "Central square crop, then resize"
+    RESIZE = "resize", "Resize the whole image (aspect ratio not kept)"
 
 
 class ClassifierModel(models.Model):
@@ -17,14 +29,25 @@ class ClassifierModel(models.Model):
     """
 
     name = models.CharField(max_length=200, unique=True)
-    architecture = models.CharField(max_length=100)
+    kind = models.CharField(max_length=20, choices=ModelKind.choices, default=ModelKind.BUILTIN)
+    architecture = models.CharField(
+        max_length=300, help_text="Built-in key, or dotted path of a factory; empty for TorchScript."
+    )
     weights_path = models.CharField(max_length=1000)
     weights_sha256 = models.CharField(max_length=64)
     class_names = models.JSONField(help_text="List of class names, index = logit position.")
     input_size = models.PositiveIntegerField(default=224)
+    resize_policy = models.CharField(
+        max_length=20, choices=ResizePolicy.choices, default=ResizePolicy.CENTER_CROP
+    )
     normalization_mean = models.JSONField()
     normalization_std = models.JSONField()
-    target_layer = models.CharField(max_length=200, help_text="Layer used by CAM methods.")
+    target_layer = models.CharField(
+        max_length=200, blank=True, help_text="Layer used by CAM methods (none for TorchScript)."
+    )
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     created_at = models.DateTimeField(default=timezone.now)
 
     def __str__(self) -> str:
@@ -43,6 +66,14 @@ class Dataset(models.Model):
 
     name = models.CharField(max_length=200, unique=True)
     description = models.TextField(blank=True)
+    class_names = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="The dataset's label space; empty = labels are indices of the model's classes.",
+    )
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     created_at = models.DateTimeField(default=timezone.now)
 
     def __str__(self) -> str:
@@ -66,6 +97,8 @@ class Item(models.Model):
     label_index = models.IntegerField(null=True, blank=True)
     label_name = models.CharField(max_length=200, blank=True)
     source = models.CharField(max_length=300, blank=True, help_text="Where the photo came from.")
+    original_name = models.CharField(max_length=300, blank=True, help_text="File name as imported.")
+    split = models.CharField(max_length=30, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
@@ -81,6 +114,50 @@ class Item(models.Model):
     @property
     def has_label(self) -> bool:
         return self.label_index is not None
+
+    def label_for(self, model: ClassifierModel) -> int | None:
+        """The true class as an index of ``model``'s classes, or None.
+
+        With a dataset label space (``Dataset.class_names``) the label is matched by name; a
+        name the model does not know gives None. Without one, ``label_index`` already indexes
+        the model's classes (the bundled ImageNet photos).
+        """
+        if self.label_index is None:
+            return None
+        names = self.dataset.class_names
+        if not names:
+            return self.label_index if self.label_index < model.num_classes else None
+        try:
+            return model.class_names.index(names[self.label_index])
+        except (ValueError, IndexError):
+            return None
+
+
+class RegionKind(models.TextChoices):
+    BOX = "box", "Bounding box"
+    MASK = "mask", "Binary mask"
+
+
+class Region(models.Model):
+    """A ground-truth region of an item (Shared Interest, Boggust et al., CHI 2022).
+
+    Boxes are stored in pixels of the stored image, ``(x0, y0)`` inclusive top-left and
+    ``(x1, y1)`` exclusive bottom-right, 0 <= x0 < x1 <= width. Masks are PNG files of the
+    item's exact size, nonzero = inside.
+    """
+
+    item = models.ForeignKey(Item, on_delete=models.CASCADE, related_name="regions")
+    kind = models.CharField(max_length=10, choices=RegionKind.choices)
+    label = models.CharField(max_length=200, blank=True)
+    x0 = models.FloatField(null=True, blank=True)
+    y0 = models.FloatField(null=True, blank=True)
+    x1 = models.FloatField(null=True, blank=True)
+    y1 = models.FloatField(null=True, blank=True)
+    mask = models.FileField(upload_to="regions/", blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"{self.kind} of {self.item}"
 
 
 class Prediction(models.Model):
@@ -107,10 +184,12 @@ class Prediction(models.Model):
 
     @property
     def is_correct(self) -> bool | None:
-        """True/False against the item's label; None when the item has no label."""
-        if self.item.label_index is None:
+        """True/False against the item's label; None when the item has no label in the
+        model's label space."""
+        truth = self.item.label_for(self.model)
+        if truth is None:
             return None
-        return self.predicted_index == self.item.label_index
+        return self.predicted_index == truth
 
     def topk_indices(self) -> list[int]:
         return [int(entry["index"]) for entry in self.topk]
@@ -160,6 +239,24 @@ class ExplanationJob(models.Model):
     @property
     def is_finished(self) -> bool:
         return self.status in (JobStatus.SUCCEEDED, JobStatus.FAILED)
+
+
+class DatasetImportJob(models.Model):
+    """A background import (folder, manifest or zip) with progress and a per-file report."""
+
+    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="import_jobs")
+    source_format = models.CharField(max_length=20)  # folder | manifest | zip
+    source_path = models.CharField(max_length=1000)
+    status = models.CharField(max_length=20, choices=JobStatus.choices, default=JobStatus.PENDING)
+    total_files = models.PositiveIntegerField(default=0)
+    processed_files = models.PositiveIntegerField(default=0)
+    report = models.JSONField(default=dict, blank=True)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"import {self.source_format} into {self.dataset} ({self.status})"
 
 
 class JobItemStatus(models.TextChoices):

@@ -84,15 +84,16 @@ def study_create_hive(
     }
     rng = random.Random(seed)
     plans = []
-    for item in dataset.items.order_by("id"):
+    for item in dataset.items.select_related("dataset").order_by("id"):
         prediction = predictions.get(item.pk)
-        if item.label_index is None or prediction is None:
+        truth = item.label_for(model)
+        if truth is None or prediction is None:
             continue
-        correct = prediction.predicted_index == item.label_index
+        correct = prediction.predicted_index == truth
         top = prediction.topk_indices()
-        candidates = top[:4] if correct else [c for c in top[:3] if c != item.label_index][:3]
+        candidates = top[:4] if correct else [c for c in top[:3] if c != truth][:3]
         if not correct:
-            candidates.append(item.label_index)
+            candidates.append(truth)
             for extra in top[3:]:
                 if len(candidates) >= 4:
                     break
@@ -101,7 +102,7 @@ def study_create_hive(
         needed = set(candidates) | {prediction.predicted_index}
         if len(candidates) != 4 or any((item.pk, c) not in explanations for c in needed):
             continue
-        plans.append((item, prediction, correct, candidates))
+        plans.append((item, prediction, correct, candidates, truth))
     if not plans:
         raise StudyDesignError(
             "no labelled item has a prediction and explanations; run an explanation job first"
@@ -121,13 +122,13 @@ def study_create_hive(
                 "tasks": list(tasks),
                 "method": method,
                 "seed": seed,
-                "items": [item.name for item, *_ in plans],
+                "items": [plan[0].name for plan in plans],
                 "agreement_scale": AGREEMENT_SCALE,
             },
         )
         index = 0
         for block, task in enumerate(tasks):
-            for item, prediction, correct, candidates in plans:
+            for item, prediction, correct, candidates, truth in plans:
                 view = item_model_view(item=item, model=model)
                 photo = _stimulus_save(study, view)
                 common = {
@@ -138,7 +139,7 @@ def study_create_hive(
                     "item": item,
                     "predicted_index": prediction.predicted_index,
                     "predicted_label": model.class_name(prediction.predicted_index),
-                    "true_index": item.label_index,
+                    "true_index": truth,
                     "model_correct": correct,
                 }
                 if task == TaskType.AGREEMENT:
@@ -171,7 +172,7 @@ def study_create_hive(
                         **common,
                         options=options,
                         option_classes=option_classes,
-                        correct_value=str(order.index(item.label_index)),
+                        correct_value=str(order.index(truth)),
                         stimuli=stimuli,
                     )
                 index += 1

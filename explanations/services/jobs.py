@@ -65,6 +65,11 @@ def explanation_job_create(
     items = list(dataset.items.all())
     if not items:
         raise ValueError(f"dataset {dataset.name!r} has no items")
+    if dataset.class_names and not set(dataset.class_names) & set(model.class_names):
+        raise ValueError(
+            f"the classes of dataset {dataset.name!r} share no name with those of model "
+            f"{model.name!r}, so no item's label can be checked against a prediction"
+        )
     with transaction.atomic():
         job = ExplanationJob.objects.create(
             model=model, dataset=dataset, method=method, top_k=top_k, total_items=len(items)
@@ -233,8 +238,9 @@ def explanation_jobs_sweep(*, now: datetime | None = None) -> list[int]:
 def explanation_targets(*, prediction: Prediction, item: Item, top_k: int) -> list[int]:
     """Classes to explain: the top-k predicted, plus the true class when it is not among them."""
     targets = prediction.topk_indices()[:top_k]
-    if item.label_index is not None and item.label_index not in targets:
-        targets.append(item.label_index)
+    truth = item.label_for(prediction.model)
+    if truth is not None and truth not in targets:
+        targets.append(truth)
     return targets
 
 
