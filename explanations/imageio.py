@@ -154,6 +154,21 @@ def center_square_resize(pixels: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(square.resize((size, size), Image.Resampling.BICUBIC), dtype=np.uint8)
 
 
+def resize_to_square(pixels: np.ndarray, size: int) -> np.ndarray:
+    """Resize a whole (H, W, 3) uint8 photo to ``size`` x ``size`` (bicubic; aspect ratio not
+    kept), for models trained on squashed images.
+
+    Raises:
+        ValueError: ``pixels`` is not (H, W, 3) uint8 or ``size`` < 1.
+    """
+    if pixels.ndim != 3 or pixels.shape[2] != 3 or pixels.dtype != np.uint8:
+        raise ValueError(f"expected (H, W, 3) uint8, got {pixels.shape} {pixels.dtype}")
+    if size < 1:
+        raise ValueError(f"size must be positive, got {size}")
+    image = Image.fromarray(pixels).resize((size, size), Image.Resampling.BICUBIC)
+    return np.asarray(image, dtype=np.uint8)
+
+
 def encode_png(pixels: np.ndarray) -> bytes:
     """Encode an (H, W, 3) or (H, W) uint8 array as PNG bytes."""
     buf = io.BytesIO()

@@ -10,6 +10,8 @@ state dict ourselves.)
 from __future__ import annotations
 
 import hashlib
+import importlib
+import inspect
 import pickle
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -117,21 +119,104 @@ def _unpickling_detail(exc: Exception) -> str:
     return type(exc).__name__
 
 
-def model_build(architecture: str, weights_path: str | Path, num_classes: int) -> nn.Module:
-    """Build a registered architecture and load its weights strictly, in eval mode on CPU.
+def factory_resolve(dotted_path: str) -> Callable[..., nn.Module]:
+    """Import a model factory named ``package.module:function`` or ``package.module.function``.
+
+    The module is the researcher's own code on the server's Python path (as Net2Vis asks for a
+    ``get_model()``); uploaded files are never imported.
 
     Raises:
-        CheckpointError: unknown architecture, or the state dict does not match it (the
-            missing and unexpected keys and shape mismatches are listed).
+        CheckpointError: malformed path, import failure (with the error), missing attribute,
+            or not callable.
     """
+    path = dotted_path.strip()
+    module_name, sep, attr = path.partition(":")
+    if not sep:
+        module_name, _, attr = path.rpartition(".")
+    if not module_name or not attr:
+        raise CheckpointError(f"factory {dotted_path!r} must look like 'package.module:function'")
     try:
-        factory = ARCHITECTURES[architecture]
-    except KeyError:
+        module = importlib.import_module(module_name)
+    except Exception as exc:  # the researcher's module may raise anything on import
         raise CheckpointError(
-            f"unknown architecture {architecture!r}; known: {sorted(ARCHITECTURES)}"
+            f"factory {dotted_path!r}: cannot import {module_name!r} ({type(exc).__name__}: {exc})"
         ) from None
+    factory = getattr(module, attr, None)
+    if factory is None or not callable(factory):
+        raise CheckpointError(f"factory {dotted_path!r}: {module_name!r} has no function {attr!r}")
+    return factory
+
+
+def _factory_call(
+    factory: Callable[..., nn.Module], dotted_path: str, num_classes: int
+) -> nn.Module:
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        params = {}
+    try:
+        model = factory(num_classes=num_classes) if "num_classes" in params else factory()
+    except Exception as exc:
+        raise CheckpointError(
+            f"factory {dotted_path!r} raised {type(exc).__name__}: {exc}"
+        ) from None
+    if not isinstance(model, nn.Module):
+        raise CheckpointError(
+            f"factory {dotted_path!r} returned {type(model).__name__}, not a torch.nn.Module"
+        )
+    return model
+
+
+def torchscript_load(path: str | Path) -> nn.Module:
+    """Load a TorchScript archive on CPU (its own format: no arbitrary Python is unpickled).
+
+    Raises:
+        CheckpointError: missing, truncated or not a TorchScript archive.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path.name}: TorchScript file not found")
+    try:
+        return torch.jit.load(str(path), map_location="cpu")
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{path.name}: not a TorchScript archive ({first})") from None
+
+
+def model_build(
+    architecture: str, weights_path: str | Path, num_classes: int, *, kind: str = "builtin"
+) -> nn.Module:
+    """Build a model and load its weights strictly, in eval mode on CPU.
+
+    Args:
+        architecture: a key of :data:`ARCHITECTURES` (kind "builtin") or a factory's dotted
+            path (kind "factory"); ignored for kind "torchscript".
+        weights_path: state dict (safetensors or ``torch.save``, loaded with
+            ``weights_only=True``), or the TorchScript archive.
+        num_classes: passed to factories that take ``num_classes``.
+        kind: "builtin", "factory" or "torchscript".
+
+    Raises:
+        CheckpointError: unknown architecture or kind, factory problems, or the state dict does
+            not match (missing and unexpected keys and shape mismatches are listed).
+    """
+    if kind == "torchscript":
+        model = torchscript_load(weights_path)
+        model.eval()
+        return model
+    if kind == "factory":
+        model = _factory_call(factory_resolve(architecture), architecture, num_classes)
+    elif kind == "builtin":
+        try:
+            builder = ARCHITECTURES[architecture]
+        except KeyError:
+            raise CheckpointError(
+                f"unknown architecture {architecture!r}; known: {sorted(ARCHITECTURES)}"
+            ) from None
+        model = builder(num_classes)
+    else:
+        raise CheckpointError(f"unknown model kind {kind!r}; use builtin, factory or torchscript")
     state_dict = state_dict_load(weights_path)
-    model = factory(num_classes)
     _load_strict(model, state_dict, Path(weights_path).name)
     model.eval()
     return model

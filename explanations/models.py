@@ -31,7 +31,7 @@ class ClassifierModel(models.Model):
     name = models.CharField(max_length=200, unique=True)
     kind = models.CharField(max_length=20, choices=ModelKind.choices, default=ModelKind.BUILTIN)
     architecture = models.CharField(
-        max_length=300, help_text="Built-in key, or dotted path of a factory; empty for TorchScript."
+        max_length=300, blank=True, help_text="Built-in key or factory dotted path."
     )
     weights_path = models.CharField(max_length=1000)
     weights_sha256 = models.CharField(max_length=64)

@@ -11,6 +11,8 @@ from __future__ import annotations
 import builtins
 import os
 
+from pathlib import Path
+
 import pytest
 import torch
 from safetensors.torch import save_file
@@ -302,7 +304,9 @@ def test_register_tiny_model_stores_checksum_layer_and_normalisation(tmp_path, t
     assert model.num_classes == 3
     assert model.target_layer == "features"  # the last Conv2d, suggested
     assert model.weights_sha256 == file_sha256(tmp_path / "tiny.pt")
-    assert model.weights_path == str((tmp_path / "tiny.pt").resolve())
+    # a stored copy named by its checksum, so later edits of the source file change nothing
+    assert model.weights_path.endswith(f"models/{model.weights_sha256}.pt")
+    assert Path(model.weights_path).read_bytes() == (tmp_path / "tiny.pt").read_bytes()
     assert model.normalization_mean == [1.0, 2.0, 3.0]
     assert model.normalization_std == [4.0, 5.0, 6.0]
     assert model.input_size == 32
