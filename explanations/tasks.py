@@ -47,6 +47,18 @@ def explanation_jobs_sweep_task() -> list[int]:
     return services.explanation_jobs_sweep()
 
 
+@shared_task(
+    name="explanations.tasks.dataset_import_job_run_task",
+    acks_late=True,
+    reject_on_worker_lost=True,
+    soft_time_limit=6 * 3600,
+    time_limit=6 * 3600 + 60,
+)
+def dataset_import_job_run_task(job_id: int) -> None:
+    """Run :func:`explanations.services.dataset_import_job_run` on queue ``cpu``."""
+    services.dataset_import_job_run(job_id=job_id)
+
+
 @worker_ready.connect
 def _sweep_when_a_worker_starts(sender=None, **kwargs) -> None:
     try:

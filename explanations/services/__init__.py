@@ -7,7 +7,16 @@ Views, commands, API views and Celery tasks call these and nothing else:
 * :mod:`.jobs`: ``explanation_job_create``, ``explanation_job_run``, ``explanation_jobs_sweep``.
 """
 
-from .datasets import ImageSource, ImportReport, dataset_import
+from .datasets import (
+    ImageSource,
+    ImportReport,
+    RegionError,
+    dataset_import,
+    dataset_import_job_create,
+    dataset_import_job_run,
+    dataset_import_listing,
+    dataset_listing_read,
+)
 from .jobs import (
     PREDICTION_TOP_K,
     TRANSIENT_ERRORS,
@@ -25,6 +34,7 @@ from .jobs import (
 )
 from .registry import (
     ModelRegistrationError,
+    class_names_load,
     classifier_load,
     item_model_view,
     model_register,
@@ -37,8 +47,14 @@ __all__ = [
     "ImportReport",
     "ModelRegistrationError",
     "_is_transient",
+    "class_names_load",
     "classifier_load",
+    "RegionError",
     "dataset_import",
+    "dataset_import_job_create",
+    "dataset_import_job_run",
+    "dataset_import_listing",
+    "dataset_listing_read",
     "explainer_classes",
     "explanation_array_load",
     "explanation_item_compute",

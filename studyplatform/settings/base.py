@@ -174,6 +174,7 @@ CELERY_TASK_DEFAULT_QUEUE = "cpu"
 CELERY_TASK_ROUTES = {
     "explanations.tasks.explanation_job_run_task": {"queue": "gpu"},
     "explanations.tasks.explanation_jobs_sweep_task": {"queue": "cpu"},
+    "explanations.tasks.dataset_import_job_run_task": {"queue": "cpu"},
 }
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_WORKER_LOST_WAIT = 2.0
@@ -209,6 +210,8 @@ STUDYPLATFORM_MAX_UPLOAD_BYTES = env_int(
     "STUDYPLATFORM_MAX_UPLOAD_BYTES", 50 * 1024 * 1024, minimum=1
 )
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
+# Zip archives that unpack to more than this are refused (zip bombs).
+STUDYPLATFORM_MAX_ZIP_BYTES = env_int("STUDYPLATFORM_MAX_ZIP_BYTES", 2 * 1024**3, minimum=1)
 # Images larger than this many pixels are refused before decoding (decompression bombs).
 STUDYPLATFORM_MAX_IMAGE_PIXELS = env_int("STUDYPLATFORM_MAX_IMAGE_PIXELS", 40_000_000, minimum=1)
 
