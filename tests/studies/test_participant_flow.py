@@ -317,3 +317,16 @@ def test_same_answer_posted_five_times_concurrently_stores_one_response(
         t.join()
     assert statuses == [200] * 5  # each followed the redirect to the current page
     assert Response.objects.filter(participant__token=token).count() == 1
+
+
+def test_an_answer_costs_a_handful_of_queries(hive_study, django_assert_max_num_queries):
+    """The persisting request is the hot path of a crowd launch: participant and study (1),
+    answered trials (1), the trial (1), the insert in a transaction (3 with BEGIN/COMMIT on
+    some backends), the next trial (1)."""
+    client = Client()
+    token = advance_to_trials(client, hive_study)
+    form = current_form(client, token)
+    payload = {"position": int(form["position"]), "answer": form["choices"][0]}
+    with django_assert_max_num_queries(7):
+        response = client.post(f"/api/p/{token}/", payload, content_type="application/json")
+    assert response.status_code == 201
