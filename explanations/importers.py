@@ -153,15 +153,25 @@ def read_zip(data: bytes, *, class_names: Sequence[str] | None = None, max_bytes
                 return reader(name) if name in available else None
 
             return _manifest_rows(_parse_manifest(text, manifest), opener, class_names)
+    images = _zip_folder_images(names, prefix, reader)
+    if not images and prefix:
+        # ``cat/a.png, cat/b.png`` is a one-class ImageFolder, not loose files in a top folder.
+        images = _zip_folder_images(names, "", reader)
+    if not images:
+        raise ImportFormatError("the archive has neither class folders nor a manifest.csv/json")
+    found = sorted({img.label for img in images if img.label})
+    return Listing(class_names=list(class_names or found), images=images)
+
+
+def _zip_folder_images(
+    names: list[str], prefix: str, reader: Callable[[str], Callable[[], bytes]]
+) -> list[RawImage]:
     images = []
     for name in sorted(names):
         parts = PurePosixPath(name[len(prefix) :]).parts
         if len(parts) >= 2:
             images.append(RawImage(name=name[len(prefix) :], data=reader(name), label=parts[0]))
-    if not images:
-        raise ImportFormatError("the archive has neither class folders nor a manifest.csv/json")
-    found = sorted({img.label for img in images if img.label})
-    return Listing(class_names=list(class_names or found), images=images)
+    return images
 
 
 def _parse_manifest(text: str, name: str) -> list[dict]:

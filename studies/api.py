@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from django.utils.decorators import method_decorator
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers, status
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
@@ -36,12 +38,33 @@ class ParticipantStateApi(APIView):
     def dispatch(self, request, *args, **kwargs):
         return super().dispatch(request, *args, **kwargs)
 
+    @extend_schema(
+        auth=[],
+        tags=["participant"],
+        responses={
+            200: OpenApiResponse(OpenApiTypes.OBJECT, description="The participant's state."),
+            404: OpenApiResponse(OpenApiTypes.OBJECT, description="Unknown token."),
+        },
+    )
     def get(self, request, token):
         participant = _participant_get(token)
         response = Response(participant_state(participant))
         response["Cache-Control"] = "no-store"
         return response
 
+    @extend_schema(
+        auth=[],
+        tags=["participant"],
+        request=AnswerSerializer,
+        responses={
+            201: OpenApiResponse(OpenApiTypes.OBJECT, description="Stored; the new state."),
+            200: OpenApiResponse(OpenApiTypes.OBJECT, description="Already answered."),
+            400: OpenApiResponse(OpenApiTypes.OBJECT, description="Invalid answer."),
+            404: OpenApiResponse(OpenApiTypes.OBJECT, description="Unknown token."),
+            409: OpenApiResponse(OpenApiTypes.OBJECT, description="Not the current trial."),
+            410: OpenApiResponse(OpenApiTypes.OBJECT, description="The study is closed."),
+        },
+    )
     def post(self, request, token):
         participant = _participant_get(token)
         data = AnswerSerializer(data=request.data)
@@ -59,8 +82,7 @@ class ParticipantStateApi(APIView):
             return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
         except services.StudyClosed as exc:
             return Response({"detail": str(exc)}, status=status.HTTP_410_GONE)
-        participant.refresh_from_db()
-        body = participant_state(participant)
+        body = participant_state(participant, answered=result.answered)
         body["stored"] = result.created
         return Response(
             body, status=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK

@@ -328,11 +328,24 @@ def participant_instructions_done(*, participant: Participant) -> Participant:
     return participant
 
 
-def trial_current(*, participant: Participant) -> tuple[int, Trial] | None:
-    """The participant's current (first unanswered) trial with its 0-based position."""
+def answered_trial_ids(participant: Participant) -> set[int]:
+    """Ids of the trials this participant has answered (one query)."""
+    return set(
+        Response.objects.filter(participant_id=participant.pk).values_list("trial_id", flat=True)
+    )
+
+
+def trial_current(
+    *, participant: Participant, answered: set[int] | None = None
+) -> tuple[int, Trial] | None:
+    """The participant's current (first unanswered) trial with its 0-based position.
+
+    ``answered`` (trial ids) saves a query when the caller already has it.
+    """
     if participant.stage != ParticipantStage.TRIALS:
         return None
-    answered = set(participant.responses.values_list("trial_id", flat=True))
+    if answered is None:
+        answered = answered_trial_ids(participant)
     for position, trial_id in enumerate(participant.trial_order):
         if trial_id not in answered:
             return position, Trial.objects.get(pk=trial_id)
@@ -341,8 +354,11 @@ def trial_current(*, participant: Participant) -> tuple[int, Trial] | None:
 
 @dataclass(frozen=True)
 class SubmitResult:
+    """The stored response, whether this call stored it, and the answered trial ids after it."""
+
     response: Response
     created: bool
+    answered: frozenset[int]
 
 
 def response_submit(
@@ -352,48 +368,57 @@ def response_submit(
 
     A repeat of an already answered trial (double click, back button, network retry, five
     concurrent posts) returns the stored response with ``created=False`` and changes nothing:
-    the first answer stands. Answering the last trial moves the participant to the debrief.
+    the first answer stands. The unique constraint on (participant, trial) is the guard, so no
+    row lock is needed: of two concurrent inserts one wins and the other returns the winner's
+    row. Answering the last trial moves the participant to the debrief in the same
+    transaction. ``participant`` is updated in place (stage, completed_at).
 
     Raises:
         StudyClosed: the study is closed or the participant is not in the trial stage.
-        TrialOutOfOrder: ``position`` is ahead of the participant's current trial or invalid.
+        TrialOutOfOrder: ``position`` is not the participant's current trial, or invalid.
         InvalidAnswer: ``answer`` is not one of the trial's options.
     """
     if not participant.study.is_open:
         raise StudyClosed("this study is closed")
-    if not 0 <= position < len(participant.trial_order):
+    order = participant.trial_order
+    if not 0 <= position < len(order):
         raise TrialOutOfOrder(f"there is no trial {position + 1}")
-    trial_id = participant.trial_order[position]
-    with transaction.atomic():
-        locked = Participant.objects.select_for_update().get(pk=participant.pk)
-        existing = Response.objects.filter(participant=locked, trial_id=trial_id).first()
-        if existing:
-            return SubmitResult(existing, False)
-        if locked.stage != ParticipantStage.TRIALS:
-            raise StudyClosed("answers are not being accepted at this stage")
-        current = trial_current(participant=locked)
-        if current is None or current[0] != position:
-            raise TrialOutOfOrder("please answer the current trial first")
-        trial = current[1]
-        value = answer_validate(trial, answer)
-        rt = None if rt_ms is None else max(0, min(int(rt_ms), 24 * 3600 * 1000))
-        try:
-            with transaction.atomic():
-                response = Response.objects.create(
-                    participant=locked,
-                    trial=trial,
-                    position=position,
-                    answer=value,
-                    is_correct=answer_score(trial, value),
-                    rt_ms=rt,
+    trial_id = order[position]
+    answered = answered_trial_ids(participant)
+    if trial_id in answered:
+        existing = Response.objects.get(participant_id=participant.pk, trial_id=trial_id)
+        return SubmitResult(existing, False, frozenset(answered))
+    if participant.stage != ParticipantStage.TRIALS:
+        raise StudyClosed("answers are not being accepted at this stage")
+    current = next((i for i, tid in enumerate(order) if tid not in answered), None)
+    if current != position:
+        raise TrialOutOfOrder("please answer the current trial first")
+    trial = Trial.objects.get(pk=trial_id)
+    value = answer_validate(trial, answer)
+    rt = None if rt_ms is None else max(0, min(int(rt_ms), 24 * 3600 * 1000))
+    completes = len(answered) + 1 == len(order)
+    now = timezone.now()
+    try:
+        with transaction.atomic():
+            response = Response.objects.create(
+                participant_id=participant.pk,
+                trial=trial,
+                position=position,
+                answer=value,
+                is_correct=answer_score(trial, value),
+                rt_ms=rt,
+                created_at=now,
+            )
+            if completes:
+                Participant.objects.filter(pk=participant.pk, stage=ParticipantStage.TRIALS).update(
+                    stage=ParticipantStage.DEBRIEF, completed_at=now
                 )
-        except IntegrityError:
-            return SubmitResult(Response.objects.get(participant=locked, trial_id=trial_id), False)
-        if trial_current(participant=locked) is None:
-            locked.stage = ParticipantStage.DEBRIEF
-            locked.completed_at = timezone.now()
-            locked.save(update_fields=["stage", "completed_at"])
-    return SubmitResult(response, True)
+    except IntegrityError:
+        existing = Response.objects.get(participant_id=participant.pk, trial_id=trial_id)
+        return SubmitResult(existing, False, frozenset(answered_trial_ids(participant)))
+    if completes:
+        participant.stage, participant.completed_at = ParticipantStage.DEBRIEF, now
+    return SubmitResult(response, True, frozenset(answered | {trial_id}))
 
 
 __all__ = [

@@ -11,6 +11,9 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("r/", researcher_views.researcher_home, name="researcher-home"),
     path("r/studies/<slug:slug>/", researcher_views.study_detail, name="study-detail"),
+    # The researcher REST API, schema and docs; before the apps' URLs, so its /api/jobs/<id>/
+    # (object permissions) is the one that answers.
+    path("api/", include("studyplatform.api")),
     path("", include("studies.urls")),
     path("", include("explanations.urls")),
     path("", include("analysis.urls")),

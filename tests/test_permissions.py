@@ -16,9 +16,12 @@ The rules, as the code implements them (derived from the views, stated here once
 * Job pages (``/r/jobs/<id>/``, ``/r/explanations/<id>/overlay.png``):
   ``staff_member_required``: any staff user gets 200, ownership does not matter (jobs have
   no owner); everyone else, logged in or not, 302 to the admin login.
-* DRF APIs (``/api/jobs/<id>/``, ``POST /api/datasets/<id>/items/``): ``IsAdminUser`` with
-  session authentication: staff 200/201; everyone else 403 (session authentication sends no
-  ``WWW-Authenticate`` challenge, so "not logged in" is 403, not 401).
+* DRF APIs (``/api/jobs/<id>/``, ``POST /api/datasets/<id>/items/``): not logged in is 403
+  (session authentication comes first and sends no ``WWW-Authenticate`` challenge, so not
+  401). A job is visible to whoever can see its dataset; the world's dataset is shared (no
+  owner), so every logged-in user gets 200. Adding images to a shared dataset is for staff
+  (and superusers): staff 201, other logged-in users 403. ``tests/test_api.py`` covers owned
+  objects.
 * ``/admin/``: staff 200 (the index, even with no model permissions); others 302 to login.
 * The group "curators" grants nothing anywhere: a curator is treated as an outsider.
 * Participant endpoints (``/p/<token>/...``, ``/api/p/<token>/``): the token in the URL is the
@@ -62,7 +65,7 @@ RESEARCHER_EXPECTED: dict[str, tuple[int, ...]] = {
     "responses_csv":     (200,  404,  404,     404,    302,      302),
     "job_detail":        (200,  200,  302,     302,    302,      302),
     "overlay_png":       (200,  200,  302,     302,    302,      302),
-    "api_job":           (200,  200,  403,     403,    403,      403),
+    "api_job":           (200,  200,  200,     200,    403,      403),
     "api_dataset_items": (201,  201,  403,     403,    403,      403),
     "admin":             (200,  200,  302,     302,    302,      302),
 }

@@ -8,9 +8,11 @@ Views, commands, API views and Celery tasks call these and nothing else:
 """
 
 from .datasets import (
+    DatasetNameTaken,
     ImageSource,
     ImportReport,
     RegionError,
+    dataset_create,
     dataset_import,
     dataset_import_job_create,
     dataset_import_job_run,
@@ -33,23 +35,28 @@ from .jobs import (
     torch_device,
 )
 from .registry import (
+    ModelInUse,
     ModelRegistrationError,
     class_names_load,
     classifier_load,
     item_model_view,
+    model_delete,
     model_register,
 )
 
 __all__ = [
     "PREDICTION_TOP_K",
     "TRANSIENT_ERRORS",
+    "DatasetNameTaken",
     "ImageSource",
+    "ModelInUse",
     "ImportReport",
     "ModelRegistrationError",
     "_is_transient",
     "class_names_load",
     "classifier_load",
     "RegionError",
+    "dataset_create",
     "dataset_import",
     "dataset_import_job_create",
     "dataset_import_job_run",
@@ -65,6 +72,7 @@ __all__ = [
     "explanation_jobs_sweep",
     "explanation_targets",
     "item_model_view",
+    "model_delete",
     "model_register",
     "torch_device",
 ]

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import io
 import logging
-from collections.abc import Iterable
+import zipfile
+import zlib
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -80,6 +82,11 @@ def dataset_import(
     """
     report = ImportReport()
     limit = max_pixels or settings.STUDYPLATFORM_MAX_IMAGE_PIXELS
+
+    def tick() -> None:  # after every file, whatever became of it
+        if progress:
+            progress(len(report.imported) + len(report.failed) + len(report.duplicates))
+
     for src in sources:
         try:
             decoded = image_decode(src.data, name=src.name, max_pixels=limit)
@@ -89,12 +96,14 @@ def dataset_import(
             ]
         except (ImageDecodeError, RegionError) as exc:
             report.failed.append((src.name, str(exc)))
+            tick()
             continue
         if (
             dataset.items.filter(name=src.name).exists()
             or dataset.items.filter(sha256=decoded.sha256).exists()
         ):
             report.duplicates.append(src.name)
+            tick()
             continue
         item = None
         try:
@@ -129,10 +138,10 @@ def dataset_import(
             if item is not None and item.image:
                 item.image.delete(save=False)  # a concurrent import stored it first
             report.duplicates.append(src.name)
+            tick()
             continue
         report.imported.append(src.name)
-        if progress:
-            progress(len(report.imported) + len(report.failed) + len(report.duplicates))
+        tick()
     return report
 
 
@@ -182,27 +191,44 @@ def dataset_import_listing(
 
     The dataset's label space is set from the listing on the first import; later imports must
     use its names (a label outside it fails that file with a message). Rows a reader already
-    found broken (missing file, bad box) are reported as failed.
+    found broken (missing file, bad box) are reported as failed. ``progress(n)`` is called
+    after every file of the listing, ``n`` counting them all (imported, duplicate or failed).
     """
     if not dataset.class_names and listing.class_names:
         dataset.class_names = list(listing.class_names)
         dataset.save(update_fields=["class_names"])
     names = list(dataset.class_names)
     report = ImportReport()
+    seen = {"n": 0}
+
+    def counted(_n: int = 0) -> None:  # dataset_import counts per batch; count the listing
+        seen["n"] += 1
+        if progress:
+            progress(seen["n"])
+
     good: list[ImageSource] = []
     for raw in listing.images:
         if raw.problem:
             report.failed.append((raw.name, raw.problem))
+            counted()
             continue
         if raw.label is not None and raw.label not in names:
             report.failed.append(
                 (raw.name, f"label {raw.label!r} is not one of the dataset's {len(names)} classes")
             )
+            counted()
+            continue
+        try:
+            data = raw.data()
+        except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+            # A corrupt zip member or a file gone since listing fails that file, not the import.
+            report.failed.append((raw.name, f"{raw.name}: cannot read the file ({exc})"))
+            counted()
             continue
         good.append(
             ImageSource(
                 name=raw.name,
-                data=raw.data(),
+                data=data,
                 label_index=names.index(raw.label) if raw.label is not None else None,
                 label_name=raw.label or "",
                 source=source,
@@ -211,9 +237,9 @@ def dataset_import_listing(
             )
         )
         if len(good) >= 64:  # bounded memory: import in batches
-            _merge(report, dataset_import(dataset=dataset, sources=good, progress=progress))
+            _merge(report, dataset_import(dataset=dataset, sources=good, progress=counted))
             good = []
-    _merge(report, dataset_import(dataset=dataset, sources=good, progress=progress))
+    _merge(report, dataset_import(dataset=dataset, sources=good, progress=counted))
     return report
 
 
@@ -221,6 +247,34 @@ def _merge(into: ImportReport, other: ImportReport) -> None:
     into.imported += other.imported
     into.duplicates += other.duplicates
     into.failed += other.failed
+
+
+class DatasetNameTaken(ValueError):
+    """A dataset with that name exists."""
+
+
+def dataset_create(
+    *, name: str, description: str = "", class_names: Sequence[str] = (), owner=None
+) -> Dataset:
+    """Create an empty dataset, optionally with its label space.
+
+    Raises:
+        DatasetNameTaken: the name is in use.
+        ValueError: blank name, or blank or repeated class names.
+    """
+    name = name.strip()
+    if not name:
+        raise ValueError("a dataset needs a name")
+    names = [str(c).strip() for c in class_names]
+    if any(not n for n in names) or len(set(names)) != len(names):
+        raise ValueError("class names must be non-blank and unique")
+    try:
+        with transaction.atomic():
+            return Dataset.objects.create(
+                name=name, description=description, class_names=names, owner=owner
+            )
+    except IntegrityError:
+        raise DatasetNameTaken(f"a dataset named {name!r} already exists") from None
 
 
 def dataset_import_job_create(

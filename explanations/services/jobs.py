@@ -34,6 +34,7 @@ from ..models import (
     Item,
     JobItemStatus,
     JobStatus,
+    ModelKind,
     Prediction,
 )
 from .registry import classifier_load, item_model_view
@@ -133,7 +134,7 @@ def explanation_job_run(*, job_id: int) -> ExplanationJob:
         device = torch_device()
         net = classifier_load(job.model, device=device)
         explainer_cls = explainer_classes()[job.method]
-        explainer = explainer_cls(net, target_layer=job.model.target_layer)
+        explainer = _explainer_build(explainer_cls, net, job.model)
     except (CheckpointError, ExplainerConfigError, KeyError) as exc:
         ExplanationJob.objects.filter(pk=job.pk).update(
             status=JobStatus.FAILED, error=f"cannot start: {exc}", finished_at=timezone.now()
@@ -166,6 +167,28 @@ def explanation_job_run(*, job_id: int) -> ExplanationJob:
         elapsed = int((time.perf_counter() - started) * 1000)
         _job_item_finish(job, job_item.pk, JobItemStatus.DONE, "", elapsed)
     return explanation_job_finalize(job=job)
+
+
+def _explainer_build(explainer_cls: type[Explainer], net: nn.Module, model: ClassifierModel):
+    """The job's explainer; a layer method on a TorchScript model fails with the real reason.
+
+    TorchScript models are registered without a target layer, and ScriptModules refuse
+    forward hooks; without this, Grad-CAM reported "no layer named ''" and listed layer names
+    that cannot be hooked either.
+
+    Raises:
+        ExplainerConfigError: the explainer cannot be built for this model.
+    """
+    try:
+        return explainer_cls(net, target_layer=model.target_layer)
+    except ExplainerConfigError:
+        if model.kind != ModelKind.TORCHSCRIPT:
+            raise
+        raise ExplainerConfigError(
+            f"{explainer_cls.name} hooks an nn.Conv2d layer of the model, and TorchScript "
+            f"models do not support layer hooks; register {model.name!r} as a factory + "
+            f"state dict to explain it with {explainer_cls.name}"
+        ) from None
 
 
 def _lease_release(job_item_id: int) -> None:

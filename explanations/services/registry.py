@@ -260,3 +260,38 @@ def item_model_view(*, item: Item, model: ClassifierModel) -> np.ndarray:
     if model.resize_policy == ResizePolicy.RESIZE:
         return resize_to_square(decoded.pixels, model.input_size)
     return center_square_resize(decoded.pixels, model.input_size)
+
+
+class ModelInUse(ValueError):
+    """The model is used by a study and cannot be deleted."""
+
+
+def model_delete(*, model: ClassifierModel) -> None:
+    """Delete a model, its predictions and explanations, and its stored weights file when no
+    other model uses the same file.
+
+    Raises:
+        ModelInUse: a study uses the model (studies keep their model for reproducibility).
+    """
+    from django.db.models import ProtectedError
+
+    path = model.weights_path
+    try:
+        with transaction.atomic():
+            model.delete()
+    except ProtectedError:
+        raise ModelInUse(
+            f"model {model.name!r} is used by a study; close and delete the study first"
+        ) from None
+    _net_cache_drop(model)
+    if not ClassifierModel.objects.filter(weights_path=path).exists():
+        media = Path(settings.MEDIA_ROOT).resolve()
+        stored = Path(path).resolve()
+        if media in stored.parents and stored.is_file():
+            stored.unlink()
+
+
+def _net_cache_drop(model: ClassifierModel) -> None:
+    with _NET_CACHE_LOCK:
+        for key in [k for k in _NET_CACHE if k[0] == model.pk]:
+            del _NET_CACHE[key]

@@ -34,6 +34,9 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
+    "rest_framework.authtoken",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
     "explanations",
     "studies",
     "analysis",
@@ -146,11 +149,43 @@ MEDIA_ROOT = Path(env_str("STUDYPLATFORM_MEDIA_ROOT", str(VAR_DIR / "media"))).r
 # permission check, so a participant cannot browse artifacts of other trials.
 MEDIA_URL = "/media-not-served/"
 
+# The researcher API (studyplatform/api.py): a browser session or "Authorization: Token <key>"
+# (POST /api/auth/token/). Session comes first, so a request with no credentials is 403 with
+# no WWW-Authenticate challenge, as the pages' APIs always answered.
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "rest_framework.authentication.SessionAuthentication",
+        "rest_framework.authentication.TokenAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
+    "PAGE_SIZE": 50,
+    "EXCEPTION_HANDLER": "studyplatform.api.api_exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+}
+
+# OpenAPI 3 at /api/schema/, Swagger UI at /api/docs/ from local static files (no CDN).
+SPECTACULAR_SETTINGS = {
+    "TITLE": "studyplatform researcher API",
+    "DESCRIPTION": (
+        "Register classifiers and datasets, run explanation jobs and read study results. "
+        "Authenticate with a session or the header `Authorization: Token <key>` "
+        "(POST /api/auth/token/)."
+    ),
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,
+    "SCHEMA_PATH_PREFIX": r"/api/",
+    "PREPROCESSING_HOOKS": ["studyplatform.api.schema_first_route_wins"],
+    "ENUM_NAME_OVERRIDES": {
+        "ModelKindEnum": "explanations.models.ModelKind",
+        "RegionKindEnum": "explanations.models.RegionKind",
+        "JobStatusEnum": "explanations.models.JobStatus",
+        "StudyStatusEnum": "studies.models.StudyStatus",
+    },
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 
 # --- Celery -----------------------------------------------------------------------------

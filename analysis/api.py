@@ -1,0 +1,113 @@
+"""Researcher REST API of the analysis app: a study's results table and its responses as CSV
+(owner or superuser only, through ``study_get_for_user``; everyone else gets 404)."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+from django.http import HttpResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import serializers
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from explanations.api import ErrorSerializer
+from studies.researcher_views import study_get_for_user
+
+from .results import SIMULATED_FILTERS, study_results
+
+_SIMULATED = OpenApiParameter(
+    "simulated",
+    str,
+    enum=list(SIMULATED_FILTERS),
+    default="include",
+    description="Simulated participants (bots): include, exclude or only them.",
+)
+_ERRORS = {
+    400: OpenApiResponse(ErrorSerializer, description="Unknown simulated filter."),
+    404: OpenApiResponse(ErrorSerializer, description="Unknown study, or not yours."),
+}
+
+
+class ResultRowSerializer(serializers.Serializer):
+    """One row of :func:`analysis.results.study_results`' table."""
+
+    task = serializers.CharField()
+    model = serializers.CharField(help_text='"model right", "model wrong" or "all".')
+    n = serializers.IntegerField()
+    n_correct = serializers.IntegerField()
+    accuracy = serializers.FloatField(allow_null=True)
+    ci_low = serializers.FloatField(allow_null=True, help_text="Wilson 95% interval.")
+    ci_high = serializers.FloatField(allow_null=True)
+    chance = serializers.FloatField()
+    p_value = serializers.FloatField(allow_null=True, help_text="Two-sided exact binomial.")
+
+
+class StudyResultsSerializer(serializers.Serializer):
+    study = serializers.CharField()
+    simulated = serializers.ChoiceField(choices=SIMULATED_FILTERS)
+    n_participants = serializers.IntegerField()
+    n_simulated = serializers.IntegerField()
+    rows = ResultRowSerializer(many=True)
+
+
+def frame_records(frame: pd.DataFrame) -> list[dict]:
+    """DataFrame rows as JSON-ready dicts: numpy scalars to Python, NaN to None."""
+
+    def plain(value):
+        value = value.item() if hasattr(value, "item") else value
+        return None if isinstance(value, float) and math.isnan(value) else value
+
+    return [{k: plain(v) for k, v in row.items()} for row in frame.to_dict("records")]
+
+
+def _simulated(request) -> str:
+    value = request.query_params.get("simulated", "include")
+    if value not in SIMULATED_FILTERS:
+        raise serializers.ValidationError(
+            {"simulated": [f"simulated must be one of {', '.join(SIMULATED_FILTERS)}"]}
+        )
+    return value
+
+
+class StudyResultsApi(APIView):
+    """``GET /api/studies/<slug>/results/?simulated=include|exclude|only``: accuracy per task,
+    split by whether the model was right, with Wilson 95% intervals and exact binomial tests
+    against chance (the table of the results page, as JSON records)."""
+
+    @extend_schema(parameters=[_SIMULATED], responses={200: StudyResultsSerializer, **_ERRORS})
+    def get(self, request, slug: str):
+        study = study_get_for_user(request.user, slug)
+        simulated = _simulated(request)
+        results = study_results(study, simulated=simulated)
+        body = {
+            "study": study.slug,
+            "simulated": simulated,
+            "n_participants": results.n_participants,
+            "n_simulated": results.n_simulated,
+            "rows": frame_records(results.table),
+        }
+        return Response(StudyResultsSerializer(body).data)
+
+
+class StudyResponsesExportApi(APIView):
+    """``GET /api/studies/<slug>/responses.csv?simulated=...``: the long-format data, one row
+    per response (UTF-8 CSV, the columns of ``analysis.datasets.RESPONSE_COLUMNS``); errors
+    are JSON."""
+
+    @extend_schema(
+        operation_id="studies_responses_csv",
+        parameters=[_SIMULATED],
+        responses={
+            (200, "text/csv"): OpenApiResponse(OpenApiTypes.STR, description="CSV export."),
+            **_ERRORS,
+        },
+    )
+    def get(self, request, slug: str):
+        study = study_get_for_user(request.user, slug)
+        frame = study_results(study, simulated=_simulated(request)).responses
+        response = HttpResponse(frame.to_csv(index=False), content_type="text/csv; charset=utf-8")
+        response["Content-Disposition"] = f'attachment; filename="{study.slug}-responses.csv"'
+        return response

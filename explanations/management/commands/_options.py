@@ -1,0 +1,39 @@
+"""Shared pieces of the explanations management commands (not a command itself)."""
+
+from __future__ import annotations
+
+from argparse import RawDescriptionHelpFormatter
+
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand, CommandError, DjangoHelpFormatter
+
+
+class HelpFormatter(DjangoHelpFormatter, RawDescriptionHelpFormatter):
+    """Django's option order, with the epilog's examples printed as written."""
+
+
+class ExampleCommand(BaseCommand):
+    """A command whose ``--help`` ends with the examples in :attr:`epilog`."""
+
+    epilog = ""
+
+    def create_parser(self, prog_name, subcommand, **kwargs):
+        parser = super().create_parser(prog_name, subcommand, **kwargs)
+        parser.formatter_class = HelpFormatter
+        parser.epilog = self.epilog
+        return parser
+
+
+def owner_get(username: str | None):
+    """The user named ``username`` (None for none).
+
+    Raises:
+        CommandError: no such user.
+    """
+    if not username:
+        return None
+    User = get_user_model()
+    try:
+        return User.objects.get(username=username)
+    except User.DoesNotExist:
+        raise CommandError(f"--owner: no user named {username!r}") from None
