@@ -113,6 +113,7 @@ class ParticipantStage(models.TextChoices):
     TRIALS = "trials", "Trials"
     DEBRIEF = "debrief", "Debrief"
     DECLINED = "declined", "Declined consent"
+    FULL = "full", "Study full at consent"
 
 
 class Participant(models.Model):

@@ -217,8 +217,8 @@ def participant_enroll(
 ) -> tuple[Participant, bool]:
     """Enrol a participant, or return the existing one for the same Prolific id.
 
-    The participant is assigned to one task (see :func:`_task_assign`) and the trial order is
-    drawn now and stored, so a reload resumes exactly where the participant was.
+    The task and trial order are assigned at consent (:func:`participant_consent`) and stored,
+    so a reload resumes exactly where the participant was.
     ``consented=True`` records consent at enrolment (the consent form was the first page).
 
     Returns:
@@ -226,7 +226,8 @@ def participant_enroll(
 
     Raises:
         StudyClosed: the study is not open.
-        StudyFull: ``max_participants`` places are taken (declined consent frees a place).
+        StudyFull: every place is taken by a consented participant (see
+            :func:`participant_consent`; declining or never consenting takes no place).
     """
     if not study.is_open:
         raise StudyClosed("this study is not accepting participants")
@@ -235,31 +236,39 @@ def participant_enroll(
         existing = Participant.objects.filter(study=study, prolific_pid=prolific_pid).first()
         if existing:
             return existing, False
+    if _places_left(study) == 0:
+        raise StudyFull("all places in this study are taken")
     try:
         with transaction.atomic():
-            # Lock the study row: two people racing for the last place, or for the less
-            # filled task, are counted exactly.
-            locked = Study.objects.select_for_update().get(pk=study.pk)
-            active = locked.participants.exclude(stage=ParticipantStage.DECLINED)
-            if locked.max_participants is not None and active.count() >= locked.max_participants:
-                raise StudyFull("all places in this study are taken")
-            task = _task_assign(locked, active)
             participant = Participant.objects.create(
                 study=study,
-                task=task,
-                trial_order=_trial_order(locked, task),
                 prolific_pid=prolific_pid,
                 prolific_study_id=prolific_study_id.strip()[:64],
                 prolific_session_id=prolific_session_id.strip()[:64],
                 is_simulated=is_simulated,
                 bot_policy=bot_policy[:50],
                 user_agent=user_agent[:400],
-                stage=ParticipantStage.INSTRUCTIONS if consented else ParticipantStage.CONSENT,
-                consented_at=timezone.now() if consented else None,
             )
     except IntegrityError:  # the same Prolific id arrived twice at once
         return Participant.objects.get(study=study, prolific_pid=prolific_pid), False
+    if consented:
+        participant = participant_consent(participant=participant, agree=True)
     return participant, True
+
+
+def _consented(study: Study):
+    """Participants holding a place: consented and not withdrawn."""
+    return study.participants.filter(consented_at__isnull=False).exclude(
+        stage=ParticipantStage.DECLINED
+    )
+
+
+def _places_left(study: Study) -> int | None:
+    """Free places (None = unlimited). A place is taken at consent, so link previews and
+    people who never consent take none."""
+    if study.max_participants is None:
+        return None
+    return max(0, study.max_participants - _consented(study).count())
 
 
 def _task_assign(study: Study, active) -> str:
@@ -286,16 +295,32 @@ def _trial_order(study: Study, task: str) -> list[int]:
 
 
 def participant_consent(*, participant: Participant, agree: bool) -> Participant:
-    """Record consent (advance to instructions) or refusal (stage declined). Idempotent."""
+    """Record consent or refusal. Idempotent.
+
+    Consent takes a place: under a lock on the study row (so two people racing for the last
+    place, or for the less filled task, are counted exactly) the place is checked, the task
+    assigned (:func:`_task_assign`) and the trial order drawn; the participant moves to the
+    instructions. When no place is left the participant moves to stage "full". Refusal moves
+    to "declined" and records nothing else.
+    """
     with transaction.atomic():
+        locked_study = Study.objects.select_for_update().get(pk=participant.study_id)
         participant = Participant.objects.select_for_update().get(pk=participant.pk)
-        if participant.stage == ParticipantStage.CONSENT:
-            if agree:
-                participant.stage = ParticipantStage.INSTRUCTIONS
-                participant.consented_at = timezone.now()
-            else:
-                participant.stage = ParticipantStage.DECLINED
-            participant.save(update_fields=["stage", "consented_at"])
+        if participant.stage != ParticipantStage.CONSENT:
+            return participant
+        if not agree:
+            participant.stage = ParticipantStage.DECLINED
+            participant.save(update_fields=["stage"])
+            return participant
+        if _places_left(locked_study) == 0:
+            participant.stage = ParticipantStage.FULL
+            participant.save(update_fields=["stage"])
+            return participant
+        participant.task = _task_assign(locked_study, _consented(locked_study))
+        participant.trial_order = _trial_order(locked_study, participant.task)
+        participant.stage = ParticipantStage.INSTRUCTIONS
+        participant.consented_at = timezone.now()
+        participant.save(update_fields=["task", "trial_order", "stage", "consented_at"])
     return participant
 
 
@@ -380,6 +405,8 @@ def response_submit(
     """
     if not participant.study.is_open:
         raise StudyClosed("this study is closed")
+    if participant.stage not in (ParticipantStage.TRIALS, ParticipantStage.DEBRIEF):
+        raise StudyClosed("answers are not being accepted at this stage")
     order = participant.trial_order
     if not 0 <= position < len(order):
         raise TrialOutOfOrder(f"there is no trial {position + 1}")

@@ -78,6 +78,7 @@ def participant_page(request: HttpRequest, token) -> HttpResponse:
         ParticipantStage.TRIALS: "studies/participant/trial.html",
         ParticipantStage.DEBRIEF: "studies/participant/debrief.html",
         ParticipantStage.DECLINED: "studies/participant/declined.html",
+        ParticipantStage.FULL: "studies/participant/closed.html",
     }[participant.stage]
     if participant.stage == ParticipantStage.TRIALS and state.get("trial") is None:
         raise Http404("no current trial")
@@ -88,6 +89,8 @@ def participant_page(request: HttpRequest, token) -> HttpResponse:
         request,
         template,
         {
+            "study": participant.study,
+            "full": participant.stage == ParticipantStage.FULL,
             "state": state,
             "participant": participant,
             "error": error,

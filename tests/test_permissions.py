@@ -112,8 +112,8 @@ def advance(token: str, stage: str) -> Participant:
     """Move a participant forward through the services to ``stage``."""
     participant = Participant.objects.get(token=token)
     order = [ParticipantStage.INSTRUCTIONS, ParticipantStage.TRIALS, ParticipantStage.DEBRIEF]
-    if stage in order:
-        services.participant_consent(participant=participant, agree=True)
+    if stage in order:  # consent takes a place and assigns the task and trial order
+        participant = services.participant_consent(participant=participant, agree=True)
     if stage in order[1:]:
         services.participant_instructions_done(participant=participant)
     if stage == ParticipantStage.DEBRIEF:
@@ -265,7 +265,7 @@ _PARTICIPANT_SETUP = {
     "instructions": ParticipantStage.INSTRUCTIONS,
     "answer": ParticipantStage.TRIALS,
     "feedback": ParticipantStage.DEBRIEF,
-    "stimulus": ParticipantStage.CONSENT,
+    "stimulus": ParticipantStage.INSTRUCTIONS,  # images exist once consent assigned trials
     "api_get": ParticipantStage.CONSENT,
     "api_post": ParticipantStage.TRIALS,
 }
@@ -360,7 +360,7 @@ def test_unknown_tokens_are_404_on_every_participant_endpoint(world):
 
 def test_a_token_reaches_images_only_within_its_own_trial_order(world):
     client, token = enrol(world["study"])
-    participant = Participant.objects.get(token=token)
+    participant = advance(token, ParticipantStage.INSTRUCTIONS)
     n = len(participant.trial_order)
     assert n >= 2
     for position, trial_id in enumerate(participant.trial_order):
