@@ -31,6 +31,14 @@ RESPONSE_COLUMNS = [
 ]
 
 
+def trial_chance(trial) -> float:
+    """Accuracy by guessing: the task's chance level, or 1/k for a k-way choice with fewer
+    than the usual 4 candidates (models with fewer classes)."""
+    if trial.task_type == "distinction" and trial.options:
+        return 1.0 / len(trial.options)
+    return TASK_TYPES[trial.task_type].chance
+
+
 def study_responses_frame(study: Study) -> pd.DataFrame:
     """All responses of a study in long format (columns :data:`RESPONSE_COLUMNS`).
 
@@ -67,7 +75,7 @@ def study_responses_frame(study: Study) -> pd.DataFrame:
                 "answer_label": label,
                 "chosen_class": model.class_name(chosen) if chosen is not None else "",
                 "is_correct": r.is_correct,
-                "chance": TASK_TYPES[trial.task_type].chance,
+                "chance": trial_chance(trial),
                 "rt_ms": r.rt_ms,
                 "responded_at": r.created_at.isoformat(),
             }

@@ -91,16 +91,17 @@ def study_create_hive(
             continue
         correct = prediction.predicted_index == truth
         top = prediction.topk_indices()
-        candidates = top[:4] if correct else [c for c in top[:3] if c != truth][:3]
+        k = min(4, model.num_classes)  # HIVE shows 4; a 3-class model can only offer 3
+        candidates = top[:k] if correct else [c for c in top[: k - 1] if c != truth][: k - 1]
         if not correct:
             candidates.append(truth)
-            for extra in top[3:]:
-                if len(candidates) >= 4:
+            for extra in top[k - 1 :]:
+                if len(candidates) >= k:
                     break
                 if extra not in candidates:
                     candidates.append(extra)
         needed = set(candidates) | {prediction.predicted_index}
-        if len(candidates) != 4 or any((item.pk, c) not in explanations for c in needed):
+        if len(candidates) != k or any((item.pk, c) not in explanations for c in needed):
             continue
         plans.append((item, prediction, correct, candidates, truth))
     if not plans:

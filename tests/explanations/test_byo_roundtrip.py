@@ -47,7 +47,7 @@ from explanations.services import (
 )
 from explanations.services import jobs as job_services
 from studies.models import TaskType
-from studies.services import StudyDesignError, study_create_hive
+from studies.services import study_create_hive
 
 FACTORY = "tests.explanations.test_byo_roundtrip:tiny_cnn"
 
@@ -310,11 +310,13 @@ def test_hive_study_from_the_round_trip_has_both_tasks_for_every_labelled_item(
     assert all(sorted(t.option_classes.values()) == [0, 1, 2, 3] for t in distinction)
 
 
-def test_hive_study_needs_four_classes_so_a_three_class_model_gets_no_trials(
+def test_a_three_class_model_gets_three_way_distinction_trials_with_chance_one_third(
     db, media, tmp_path, folder_dataset, researcher, monkeypatch, django_capture_on_commit_callbacks
 ):
-    """Documents a limit of ``study_create_hive``: every trial plan needs four distinction
-    candidates (even for an agreement-only study), and a 3-class model predicts only three."""
+    """HIVE shows four candidates; a model with three classes can only offer three, so its
+    distinction trials are 3-way and their chance level is 1/3."""
+    from analysis.datasets import trial_chance
+
     names = ["red", "green", "blue"]
     model = model_register(
         name="Tiny colours, 3 classes",
@@ -329,15 +331,11 @@ def test_hive_study_needs_four_classes_so_a_three_class_model_gets_no_trials(
         model, folder_dataset, monkeypatch, django_capture_on_commit_callbacks, top_k=3
     )
     assert job.status == JobStatus.SUCCEEDED and job.done_items == 9
-    assert Prediction.objects.filter(model=model).count() == 9
-    with pytest.raises(StudyDesignError, match="no labelled item has a prediction"):
-        study_create_hive(
-            title="Three",
-            owner=researcher,
-            model=model,
-            dataset=folder_dataset,
-            tasks=(TaskType.AGREEMENT,),
-        )
+    study = study_create_hive(title="Three", owner=researcher, model=model, dataset=folder_dataset)
+    distinction = list(study.trials.filter(task_type=TaskType.DISTINCTION))
+    assert len(distinction) == 9
+    assert all(sorted(t.option_classes.values()) == [0, 1, 2] for t in distinction)
+    assert {trial_chance(t) for t in distinction} == {1 / 3}
 
 
 # --- TorchScript ---------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from explanations.services import (
     dataset_listing_read,
 )
 
-from ._options import ExampleCommand, owner_get
+from ._options import ExampleCommand, broker_folders_ensure, owner_get
 
 PROGRESS_EVERY = 10
 
@@ -153,6 +153,7 @@ class Command(ExampleCommand):
                 self.stdout.write(self.style.WARNING(f"  {line}"))
 
     def _queue(self, opts, dataset, class_names, owner, source_format, path) -> None:
+        broker_folders_ensure()
         try:
             with transaction.atomic():
                 dataset = _dataset_ensure(opts, dataset, class_names, owner)

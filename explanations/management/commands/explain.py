@@ -13,7 +13,7 @@ from django.core.management.base import CommandError
 from explanations.models import ClassifierModel, Dataset, ExplanationJob, JobStatus
 from explanations.services import explainer_classes, explanation_job_create
 
-from ._options import ExampleCommand
+from ._options import ExampleCommand, broker_folders_ensure
 
 DEFAULT_TOP_K = 4
 
@@ -102,6 +102,7 @@ class Command(ExampleCommand):
         top_k = (
             opts["top_k"] if opts["top_k"] is not None else min(DEFAULT_TOP_K, model.num_classes)
         )
+        broker_folders_ensure()
         try:
             job = explanation_job_create(
                 model=model, dataset=dataset, method=opts["method"], top_k=top_k
