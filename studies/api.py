@@ -82,7 +82,7 @@ class ParticipantStateApi(APIView):
             return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
         except services.StudyClosed as exc:
             return Response({"detail": str(exc)}, status=status.HTTP_410_GONE)
-        body = participant_state(participant, answered=result.answered)
+        body = participant_state(participant)
         body["stored"] = result.created
         return Response(
             body, status=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK

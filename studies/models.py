@@ -128,6 +128,9 @@ class Participant(models.Model):
         max_length=20, choices=TaskType.choices, blank=True, help_text="Between-subjects task."
     )
     trial_order = models.JSONField(default=list, help_text="Trial ids in this participant's order.")
+    # Answers stored so far = position of the current trial. Kept in the same transaction as
+    # each Response insert (compare-and-set), so the hot path needs no count query.
+    progress = models.PositiveIntegerField(default=0)
     prolific_pid = models.CharField(max_length=64, blank=True)
     prolific_study_id = models.CharField(max_length=64, blank=True)
     prolific_session_id = models.CharField(max_length=64, blank=True)

@@ -11,7 +11,7 @@ import random
 from django.urls import reverse
 
 from .models import Participant, ParticipantStage, TaskType
-from .services import answered_trial_ids, trial_current
+from .services import trial_current
 from .tasktypes import TASK_TYPES
 
 
@@ -31,19 +31,15 @@ def _options_for(participant: Participant, trial) -> list[dict]:
     return options
 
 
-def participant_state(
-    participant: Participant, *, answered: set[int] | frozenset[int] | None = None
-) -> dict:
+def participant_state(participant: Participant) -> dict:
     """The participant's stage and, during trials, the current trial's public payload.
 
     Returns a JSON-serialisable dict: ``stage``, ``study_title``, ``progress`` ({done, total}),
     ``trial`` (the current trial's public payload, or None) and ``completion_code`` (debrief
-    only). ``answered`` (trial ids) saves a query when the caller has it.
+    only).
     """
-    if answered is None:
-        answered = answered_trial_ids(participant)
     total = len(participant.trial_order)
-    done = len(answered)
+    done = participant.progress
     state = {
         "stage": participant.stage,
         "study_title": participant.study.title,
@@ -53,7 +49,7 @@ def participant_state(
         "prolific": bool(participant.prolific_pid),
     }
     if participant.stage == ParticipantStage.TRIALS:
-        current = trial_current(participant=participant, answered=set(answered))
+        current = trial_current(participant=participant)
         if current:
             position, trial = current
             spec = TASK_TYPES[trial.task_type]

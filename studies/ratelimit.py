@@ -42,12 +42,13 @@ def rate_exceeded(scope: str, key: str, rate: str) -> int:
     limit, period = rate_parse(rate)
     window = int(time.time() // period)
     cache_key = f"rl:{scope}:{key}:{window}"
-    cache.add(cache_key, 0, timeout=period + 1)
     try:
-        count = cache.incr(cache_key)
-    except ValueError:  # expired between add and incr
-        cache.add(cache_key, 1, timeout=period + 1)
-        count = 1
+        count = cache.incr(cache_key)  # one round trip in the common case
+    except ValueError:  # first request of the window
+        if cache.add(cache_key, 1, timeout=period + 1):
+            count = 1
+        else:  # another request created it meanwhile
+            count = cache.incr(cache_key)
     if count <= limit:
         return 0
     return max(1, int(period - time.time() % period))

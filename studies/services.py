@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import random
+import threading
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -354,37 +356,44 @@ def participant_instructions_done(*, participant: Participant) -> Participant:
     return participant
 
 
-def answered_trial_ids(participant: Participant) -> set[int]:
-    """Ids of the trials this participant has answered (one query)."""
-    return set(
-        Response.objects.filter(participant_id=participant.pk).values_list("trial_id", flat=True)
-    )
+_TRIAL_CACHE: OrderedDict[tuple[int, str], dict[int, Trial]] = OrderedDict()
+_TRIAL_CACHE_LOCK = threading.Lock()
+_TRIAL_CACHE_STUDIES = 64
 
 
-def trial_current(
-    *, participant: Participant, answered: set[int] | None = None
-) -> tuple[int, Trial] | None:
-    """The participant's current (first unanswered) trial with its 0-based position.
+def study_trials(study: Study) -> dict[int, Trial]:
+    """All trials of a study by id, cached per process (trials never change once a study is
+    built; the key includes the study's creation time, so a reused id is a different key)."""
+    key = (study.pk, study.created_at.isoformat())
+    with _TRIAL_CACHE_LOCK:
+        trials = _TRIAL_CACHE.get(key)
+        if trials is not None:
+            _TRIAL_CACHE.move_to_end(key)
+            return trials
+    trials = {t.pk: t for t in Trial.objects.filter(study_id=study.pk)}
+    with _TRIAL_CACHE_LOCK:
+        _TRIAL_CACHE[key] = trials
+        while len(_TRIAL_CACHE) > _TRIAL_CACHE_STUDIES:
+            _TRIAL_CACHE.popitem(last=False)
+    return trials
 
-    ``answered`` (trial ids) saves a query when the caller already has it.
-    """
+
+def trial_current(*, participant: Participant) -> tuple[int, Trial] | None:
+    """The participant's current (first unanswered) trial with its 0-based position."""
     if participant.stage != ParticipantStage.TRIALS:
         return None
-    if answered is None:
-        answered = answered_trial_ids(participant)
-    for position, trial_id in enumerate(participant.trial_order):
-        if trial_id not in answered:
-            return position, Trial.objects.get(pk=trial_id)
-    return None
+    position = participant.progress
+    if position >= len(participant.trial_order):
+        return None
+    return position, study_trials(participant.study)[participant.trial_order[position]]
 
 
 @dataclass(frozen=True)
 class SubmitResult:
-    """The stored response, whether this call stored it, and the answered trial ids after it."""
+    """The stored response and whether this call stored it."""
 
     response: Response
     created: bool
-    answered: frozenset[int]
 
 
 def response_submit(
@@ -392,16 +401,16 @@ def response_submit(
 ) -> SubmitResult:
     """Store the answer to the trial at ``position`` exactly once.
 
-    A repeat of an already answered trial (double click, back button, network retry, five
-    concurrent posts) returns the stored response with ``created=False`` and changes nothing:
-    the first answer stands. The unique constraint on (participant, trial) is the guard, so no
-    row lock is needed: of two concurrent inserts one wins and the other returns the winner's
-    row. Answering the last trial moves the participant to the debrief in the same
-    transaction. ``participant`` is updated in place (stage, completed_at).
+    Answers are taken in order: ``position`` must equal the participant's ``progress``. The
+    insert and a compare-and-set of ``progress`` (position -> position + 1) commit together,
+    so of two concurrent posts of the same answer one stores it and the other returns the
+    stored row, and a repeat (double click, back button, retry) changes nothing: the first
+    answer stands. The last answer moves the participant to the debrief in the same
+    transaction. ``participant`` is updated in place.
 
     Raises:
         StudyClosed: the study is closed or the participant is not in the trial stage.
-        TrialOutOfOrder: ``position`` is not the participant's current trial, or invalid.
+        TrialOutOfOrder: ``position`` is ahead of the current trial, or invalid.
         InvalidAnswer: ``answer`` is not one of the trial's options.
     """
     if not participant.study.is_open:
@@ -411,23 +420,25 @@ def response_submit(
     order = participant.trial_order
     if not 0 <= position < len(order):
         raise TrialOutOfOrder(f"there is no trial {position + 1}")
-    trial_id = order[position]
-    answered = answered_trial_ids(participant)
-    if trial_id in answered:
-        existing = Response.objects.get(participant_id=participant.pk, trial_id=trial_id)
-        return SubmitResult(existing, False, frozenset(answered))
-    if participant.stage != ParticipantStage.TRIALS:
-        raise StudyClosed("answers are not being accepted at this stage")
-    current = next((i for i, tid in enumerate(order) if tid not in answered), None)
-    if current != position:
+    if position < participant.progress:
+        return SubmitResult(_response_stored(participant, order[position]), False)
+    if position > participant.progress or participant.stage != ParticipantStage.TRIALS:
         raise TrialOutOfOrder("please answer the current trial first")
-    trial = Trial.objects.get(pk=trial_id)
+    trial = study_trials(participant.study)[order[position]]
     value = answer_validate(trial, answer)
     rt = None if rt_ms is None else max(0, min(int(rt_ms), 24 * 3600 * 1000))
-    completes = len(answered) + 1 == len(order)
+    completes = position + 1 == len(order)
     now = timezone.now()
+    changes = {"progress": position + 1}
+    if completes:
+        changes.update(stage=ParticipantStage.DEBRIEF, completed_at=now)
     try:
         with transaction.atomic():
+            claimed = Participant.objects.filter(
+                pk=participant.pk, progress=position, stage=ParticipantStage.TRIALS
+            ).update(**changes)
+            if not claimed:
+                raise IntegrityError("another request stored this answer first")
             response = Response.objects.create(
                 participant_id=participant.pk,
                 trial=trial,
@@ -437,16 +448,16 @@ def response_submit(
                 rt_ms=rt,
                 created_at=now,
             )
-            if completes:
-                Participant.objects.filter(pk=participant.pk, stage=ParticipantStage.TRIALS).update(
-                    stage=ParticipantStage.DEBRIEF, completed_at=now
-                )
     except IntegrityError:
-        existing = Response.objects.get(participant_id=participant.pk, trial_id=trial_id)
-        return SubmitResult(existing, False, frozenset(answered_trial_ids(participant)))
-    if completes:
-        participant.stage, participant.completed_at = ParticipantStage.DEBRIEF, now
-    return SubmitResult(response, True, frozenset(answered | {trial_id}))
+        participant.refresh_from_db(fields=["progress", "stage", "completed_at"])
+        return SubmitResult(_response_stored(participant, order[position]), False)
+    for field, new in changes.items():
+        setattr(participant, field, new)
+    return SubmitResult(response, True)
+
+
+def _response_stored(participant: Participant, trial_id: int) -> Response:
+    return Response.objects.get(participant_id=participant.pk, trial_id=trial_id)
 
 
 __all__ = [
