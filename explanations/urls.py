@@ -15,7 +15,6 @@ urlpatterns = [
     path("r/datasets/<int:pk>/", views.dataset_detail, name="dataset"),
     path("r/items/<int:pk>/image.png", views.item_image, name="item-image"),
     path("r/items/<int:pk>/thumb.png", views.item_thumbnail, name="item-thumb"),
-    path("api/jobs/<int:pk>/", views.ExplanationJobDetailApi.as_view(), name="api-job"),
     path(
         "api/datasets/<int:pk>/items/",
         api.DatasetItemUploadApi.as_view(),

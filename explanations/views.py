@@ -20,9 +20,6 @@ from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.text import get_valid_filename
 from PIL import Image
-from rest_framework import serializers
-from rest_framework.generics import RetrieveAPIView
-from rest_framework.permissions import IsAdminUser
 
 from .forms import DatasetImportForm, ModelRegisterForm
 from .imageio import ImageDecodeError, encode_png, image_decode
@@ -74,38 +71,7 @@ def explanation_overlay(request: HttpRequest, pk: int) -> FileResponse:
     return FileResponse(explanation.overlay.open("rb"), content_type="image/png")
 
 
-class ExplanationJobSerializer(serializers.ModelSerializer):
-    progress = serializers.FloatField(read_only=True)
-
-    class Meta:
-        model = ExplanationJob
-        fields = [
-            "id",
-            "method",
-            "top_k",
-            "status",
-            "total_items",
-            "done_items",
-            "failed_items",
-            "progress",
-            "error",
-            "created_at",
-            "started_at",
-            "finished_at",
-        ]
-
-
-class ExplanationJobDetailApi(RetrieveAPIView):
-    """GET /api/jobs/<id>/: status and progress of an explanation job (staff only)."""
-
-    queryset = ExplanationJob.objects.all()
-    serializer_class = ExplanationJobSerializer
-    permission_classes = [IsAdminUser]
-
-
-# --- bring your own model and dataset: researcher pages (staff only, like the job pages) ---
-
-#: Items shown per page of a dataset; a multiple of the 4-, 6- and 8-wide thumbnail rows.
+#: Item thumbnails per page of a dataset.
 ITEMS_PER_PAGE = 48
 #: Latest predictions shown on a model's page.
 SAMPLE_PREDICTIONS = 12
