@@ -76,7 +76,13 @@ _SQLITE_PATH = VAR_DIR / "db.sqlite3"
 DATABASES = {
     "default": dj_database_url.parse(
         env_str("DATABASE_URL", f"sqlite:///{_SQLITE_PATH}"),
-        conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 0, minimum=0),
+        # Persistent connections on a server database: opening one per request costs more
+        # than a participant's answer itself. Health-checked before reuse.
+        conn_max_age=env_int(
+            "DATABASE_CONN_MAX_AGE",
+            60 if env_str("DATABASE_URL", "").startswith("postgres") else 0,
+            minimum=0,
+        ),
         conn_health_checks=True,
     )
 }
