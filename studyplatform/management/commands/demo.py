@@ -122,7 +122,8 @@ class Command(BaseCommand):
             base = f"http://{opts['host']}:{server.server_port}"
             start = f"/s/{study.slug}/"
             for i in range(opts["participants"]):
-                policy = BOT_POLICIES[i % len(BOT_POLICIES)]
+                # pairs of bots share a policy, so both tasks (assigned alternately) get each
+                policy = BOT_POLICIES[(i // 2) % len(BOT_POLICIES)]
                 result = bot_run(
                     transport=HttpTransport(base),
                     start_path=f"{start}?SIMULATION_KEY={study.simulation_key}&BOT_POLICY={policy}",
