@@ -111,6 +111,9 @@ class Command(BaseCommand):
             )
 
             out.write(self.style.MIGRATE_HEADING("5/6 Simulated participants over HTTP"))
+            # Participants must never see Django's debug pages (URL lists, tracebacks); errors
+            # still go to the log. Static files are served by the demo server regardless.
+            settings.DEBUG = False
             try:
                 server, _thread = server_start(
                     opts["host"], 0 if opts["no_serve"] else opts["port"]
