@@ -59,6 +59,15 @@ class Consent(Page):
     form_fields = ["consent"]
 
 
+def _shown(index):
+    """Trials beyond the session config's ``num_trials`` (default 14) are skipped."""
+
+    def is_displayed(player):
+        return index < player.session.config.get("num_trials", N_TRIALS)
+
+    return staticmethod(is_displayed)
+
+
 class _Trial(Page):
     form_model = "player"
     template_name = "trials/Trial.html"
@@ -66,58 +75,72 @@ class _Trial(Page):
 
 class Trial00(_Trial):
     form_fields = ["t00"]
+    is_displayed = _shown(0)
 
 
 class Trial01(_Trial):
     form_fields = ["t01"]
+    is_displayed = _shown(1)
 
 
 class Trial02(_Trial):
     form_fields = ["t02"]
+    is_displayed = _shown(2)
 
 
 class Trial03(_Trial):
     form_fields = ["t03"]
+    is_displayed = _shown(3)
 
 
 class Trial04(_Trial):
     form_fields = ["t04"]
+    is_displayed = _shown(4)
 
 
 class Trial05(_Trial):
     form_fields = ["t05"]
+    is_displayed = _shown(5)
 
 
 class Trial06(_Trial):
     form_fields = ["t06"]
+    is_displayed = _shown(6)
 
 
 class Trial07(_Trial):
     form_fields = ["t07"]
+    is_displayed = _shown(7)
 
 
 class Trial08(_Trial):
     form_fields = ["t08"]
+    is_displayed = _shown(8)
 
 
 class Trial09(_Trial):
     form_fields = ["t09"]
+    is_displayed = _shown(9)
 
 
 class Trial10(_Trial):
     form_fields = ["t10"]
+    is_displayed = _shown(10)
 
 
 class Trial11(_Trial):
     form_fields = ["t11"]
+    is_displayed = _shown(11)
 
 
 class Trial12(_Trial):
     form_fields = ["t12"]
+    is_displayed = _shown(12)
 
 
 class Trial13(_Trial):
     form_fields = ["t13"]
+    is_displayed = _shown(13)
 
 
 class Debrief(Page):
