@@ -1,7 +1,7 @@
 """Settings for the load benchmark only: the production settings plus optional DB connection tweaks.
 
-The app reads ``DATABASE_CONN_MAX_AGE`` (default 60 s on PostgreSQL); older builds opened
-every request opens and closes its own PostgreSQL connection. This module lets the benchmark
+The app reads ``DATABASE_CONN_MAX_AGE`` (default 60 s on PostgreSQL; older builds opened a
+new PostgreSQL connection for every request). This module lets the benchmark
 measure the alternatives without touching the app:
 
 * ``BENCH_CONN_MAX_AGE=<seconds>``: persistent connections (one per gunicorn thread), with
