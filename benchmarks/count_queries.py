@@ -50,8 +50,10 @@ def call(name, method, path, **kw):
     for q in ctx.captured_queries:
         verb = q["sql"].split()[0].upper()
         kinds[verb] = kinds.get(verb, 0) + 1
-    print(f"{name:<14} {r.status_code}  {len(ctx.captured_queries):3d} SQL {kinds}  "
-          f"{redis_calls['n']} redis  {dt:6.1f} ms")
+    print(
+        f"{name:<14} {r.status_code}  {len(ctx.captured_queries):3d} SQL {kinds}  "
+        f"{redis_calls['n']} redis  {dt:6.1f} ms"
+    )
     return r, ctx
 
 
@@ -66,9 +68,13 @@ state = r.json()
 n = 0
 while state.get("stage") != "debrief" and n < 50:
     t = state["trial"]
-    r, ctx = call(f"submit #{t['position']}", "post", f"/api/p/{token}/",
-                  data={"position": t["position"], "answer": t["options"][0]["value"], "rt_ms": 1000},
-                  content_type="application/json")
+    r, ctx = call(
+        f"submit #{t['position']}",
+        "post",
+        f"/api/p/{token}/",
+        data={"position": t["position"], "answer": t["options"][0]["value"], "rt_ms": 1000},
+        content_type="application/json",
+    )
     if n == 0:
         for q in ctx.captured_queries:
             print("      ", q["sql"][:150])

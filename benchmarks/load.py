@@ -496,7 +496,9 @@ class Ours:
                 "answer": answer,
             }
             st.submits_sent += 1
-            p = expect(await c.request("POST", f"{page}answer", "submit", data=data), (302,), "answer")
+            p = expect(
+                await c.request("POST", f"{page}answer", "submit", data=data), (302,), "answer"
+            )
             st.acknowledged.setdefault((token, position), answer)
             st.submits_201 += 1
             r = expect(await c.request("GET", p.location, "page"), (200,), "page")
@@ -692,7 +694,9 @@ class LabelStudio:
                 "lead_time": 1.0,
             }
             st.submits_sent += 1
-            r = await c.request("POST", f"/api/tasks/{task_id}/annotations/", "submit", json_body=body)
+            r = await c.request(
+                "POST", f"/api/tasks/{task_id}/annotations/", "submit", json_body=body
+            )
             expect(r, (201,), "annotation")
             st.submits_201 += 1
             st.acknowledged[(str(i), task_id)] = answer
@@ -737,7 +741,9 @@ ADAPTERS = {"ours": Ours, "otree": OTree, "labelstudio": LabelStudio}
 # --- driver -----------------------------------------------------------------------------------
 
 
-async def drive(cfg: Config, adapter, n: int, concurrency: int, seed: int, *, warmup: bool) -> tuple:
+async def drive(
+    cfg: Config, adapter, n: int, concurrency: int, seed: int, *, warmup: bool
+) -> tuple:
     timeout = aiohttp.ClientTimeout(total=cfg.timeout_s)
     connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=1.5, force_close=False)
     st = RunState()
@@ -765,12 +771,16 @@ async def drive(cfg: Config, adapter, n: int, concurrency: int, seed: int, *, wa
             t.cancel()
         if pending:
             await asyncio.gather(*pending, return_exceptions=True)
-            st.failed.append(f"{len(pending)} participants cancelled at the {cfg.max_seconds} s deadline")
+            st.failed.append(
+                f"{len(pending)} participants cancelled at the {cfg.max_seconds} s deadline"
+            )
         after = meter.snapshot()
     return st, info, CpuMeter.diff(before, after)
 
 
-def summarise(cfg: Config, st: RunState, info: dict, cpu: dict, check: dict, n: int, conc: int) -> dict:
+def summarise(
+    cfg: Config, st: RunState, info: dict, cpu: dict, check: dict, n: int, conc: int
+) -> dict:
     wall = (st.rec.last_end - st.rec.first_start) if st.rec.first_start else float("nan")
     stats = st.rec.endpoint_stats()
     sub = stats.get("submit", {})
@@ -851,7 +861,14 @@ def aggregate(runs: list[dict]) -> dict:
         "trials_per_participant": runs[0]["trials_per_participant"],
         "runs": len(runs),
     }
-    for key in ("submits_per_s", "requests_per_s", "submit_p50_ms", "submit_p95_ms", "submit_p99_ms", "wall_s"):
+    for key in (
+        "submits_per_s",
+        "requests_per_s",
+        "submit_p50_ms",
+        "submit_p95_ms",
+        "submit_p99_ms",
+        "wall_s",
+    ):
         agg[key] = median([r[key] for r in runs])
     agg["submits_per_s_each"] = [round(r["submits_per_s"], 1) for r in runs]
     agg["submit_p99_ms_each"] = [round(r["submit_p99_ms"] or float("nan"), 1) for r in runs]
@@ -885,27 +902,72 @@ def main(argv=None) -> int:
         "--concurrency", type=int, default=0, help="participants at once (default: all N)"
     )
     p.add_argument("--runs", type=int, default=2)
-    p.add_argument("--retries", type=int, default=2, help="retries on 429/5xx answers and refused/reset connections, never after a timeout")
+    p.add_argument(
+        "--retries",
+        type=int,
+        default=2,
+        help="retries on 429/5xx answers and refused/reset connections, never after a timeout",
+    )
     p.add_argument("--timeout", type=float, default=120.0, help="seconds per request")
     p.add_argument("--max-seconds", type=float, default=900.0, help="hard deadline per run")
     p.add_argument("--warmup", type=int, default=10, help="unmeasured participants before each run")
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--flow", choices=("api", "html"), default="api", help="ours: submit via JSON API or HTML form")
+    p.add_argument(
+        "--flow",
+        choices=("api", "html"),
+        default="api",
+        help="ours: submit via JSON API or HTML form",
+    )
     p.add_argument("--slug", default="hive-demo-grad-cam-on-efficientnet-lite0")
     p.add_argument("--db-url", default="postgresql://postgres@127.0.0.1:5432/studyplatform_bench")
     p.add_argument("--otree-rest-key", default=os.environ.get("OTREE_REST_KEY", "benchkey"))
     p.add_argument("--otree-db", default="/tmp/otree-proj/db.sqlite3")
     p.add_argument("--ls-token", default=os.environ.get("LABEL_STUDIO_USER_TOKEN", ""))
     p.add_argument("--ls-db", default="/tmp/ls-data/label_studio.sqlite3")
-    p.add_argument("--server-pid", type=int, action="append", default=[], help="server process (tree) to meter; repeatable")
+    p.add_argument(
+        "--server-pid",
+        type=int,
+        action="append",
+        default=[],
+        help="server process (tree) to meter; repeatable",
+    )
     p.add_argument("--label", default="")
-    p.add_argument("--trials", type=int, default=N_TRIALS, help="otree/labelstudio: trials per participant (match ours)")
-    p.add_argument("--ramp-s", type=float, default=0.0, help="spread participants' arrivals over this many seconds (0 = all at once)")
-    p.add_argument("--think-ms", type=float, default=0.0, help="mean think time before each submit (uniform +-50%%); 0 = closed loop")
-    p.add_argument("--quiet-wait", type=float, default=120.0, help="max s to wait for an idle machine before a run")
-    p.add_argument("--quiet-threshold", type=float, default=0.15, help="foreign cores counted as idle")
-    p.add_argument("--noise-limit", type=float, default=0.25, help="foreign cores during a run that make it redone")
-    p.add_argument("--max-redo", type=int, default=3, help="extra runs allowed to replace noisy ones")
+    p.add_argument(
+        "--trials",
+        type=int,
+        default=N_TRIALS,
+        help="otree/labelstudio: trials per participant (match ours)",
+    )
+    p.add_argument(
+        "--ramp-s",
+        type=float,
+        default=0.0,
+        help="spread participants' arrivals over this many seconds (0 = all at once)",
+    )
+    p.add_argument(
+        "--think-ms",
+        type=float,
+        default=0.0,
+        help="mean think time before each submit (uniform +-50%%); 0 = closed loop",
+    )
+    p.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=120.0,
+        help="max s to wait for an idle machine before a run",
+    )
+    p.add_argument(
+        "--quiet-threshold", type=float, default=0.15, help="foreign cores counted as idle"
+    )
+    p.add_argument(
+        "--noise-limit",
+        type=float,
+        default=0.25,
+        help="foreign cores during a run that make it redone",
+    )
+    p.add_argument(
+        "--max-redo", type=int, default=3, help="extra runs allowed to replace noisy ones"
+    )
     p.add_argument("--json-out", help="append the per-run and aggregate results (JSON lines)")
     a = p.parse_args(argv)
 
@@ -973,7 +1035,12 @@ def main(argv=None) -> int:
     if a.json_out:
         with open(a.json_out, "a") as fh:
             fh.write(json.dumps({"kind": "aggregate", **agg}) + "\n")
-    ok = agg["lost"] == 0 and agg["duplicated"] == 0 and agg["completed_all"] and agg["participants_ok"]
+    ok = (
+        agg["lost"] == 0
+        and agg["duplicated"] == 0
+        and agg["completed_all"]
+        and agg["participants_ok"]
+    )
     return 0 if ok else 1
 
 

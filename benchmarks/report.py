@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Print the benchmark tables (Markdown) from load.py's JSON lines: medians, ratios, target check.
 
-    python benchmarks/report.py /tmp/bench-results/results.jsonl
+python benchmarks/report.py /tmp/bench-results/results.jsonl
 """
 
 from __future__ import annotations
@@ -93,8 +93,12 @@ def main(path: str) -> int:
     o = base.get((200, 0.0, 0.0))
     if o:
         peers = [
-            r for r in rows
-            if r["system"] in PEERS and r["concurrency"] == 200 and not r["think_ms"] and not r.get("ramp_s")
+            r
+            for r in rows
+            if r["system"] in PEERS
+            and r["concurrency"] == 200
+            and not r["think_ms"]
+            and not r.get("ramp_s")
         ]
         best_peer = max((p["submits_per_s"] for p in peers), default=float("nan"))
         ok_tp = o["submits_per_s"] >= 3 * best_peer
@@ -112,7 +116,9 @@ def main(path: str) -> int:
         )
         for r in rows:
             if r["system"] in PEERS and (r["lost"] or r["duplicated"]):
-                print(f"  peer {r['system']} C={r['concurrency']}: lost {r['lost']}, duplicated {r['duplicated']}")
+                print(
+                    f"  peer {r['system']} C={r['concurrency']}: lost {r['lost']}, duplicated {r['duplicated']}"
+                )
     return 0
 
 
@@ -152,7 +158,9 @@ def profile(path: str) -> int:
     )
     print("-- inclusive (share of Python CPU spent in and below) --")
     for f, n in incl.most_common(60):
-        if any(s in f for s in ("threading.py", "thread.py", "gthread.py", "_bootstrap", "base.py)")):
+        if any(
+            s in f for s in ("threading.py", "thread.py", "gthread.py", "_bootstrap", "base.py)")
+        ):
             continue
         print(f"{100 * n / total:5.1f}%  {f}")
     print("-- self --")
