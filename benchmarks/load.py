@@ -1028,7 +1028,8 @@ def main(argv=None) -> int:
         agg[key] += sum(r["check"][key] for r in noisy)
     print(
         f"  MEDIAN {agg['system']} C={agg['concurrency']}: submits/s {agg['submits_per_s']:.1f} "
-        f"p50/p95/p99 {_f(agg['submit_p50_ms'])}/{_f(agg['submit_p95_ms'])}/{_f(agg['submit_p99_ms'])} ms  "
+        f"p50/p95/p99 {_f(agg['submit_p50_ms'])}/{_f(agg['submit_p95_ms'])}/"
+        f"{_f(agg['submit_p99_ms'])} ms  "
         f"lost {agg['lost']} dup {agg['duplicated']}  all completed {agg['completed_all']}",
         flush=True,
     )

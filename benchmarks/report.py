@@ -38,7 +38,8 @@ def main(path: str) -> int:
     rows = [r for r in load(path) if r["kind"] == "aggregate"]
     out = []
     out.append(
-        "| system | variant | conc. | N | trials/p | think, ramp | runs | submits/s (each) | submit p50 / p95 / p99 ms "
+        "| system | variant | conc. | N | trials/p | think, ramp | runs | submits/s (each) "
+        "| submit p50 / p95 / p99 ms "
         "| lost | dup | unack-stored | loadgen / server / db / foreign cores |"
     )
     out.append("|---|---|--:|--:|--:|--:|--:|---|---|--:|--:|--:|---|")
@@ -46,10 +47,13 @@ def main(path: str) -> int:
         out.append(
             f"| {r['system']} | {r['label'] or '–'} | {r['concurrency']} | {r['participants']} "
             f"| {fmt(r['trials_per_participant'], 0)} | {pace(r)} | {r['runs']} "
-            f"| **{fmt(r['submits_per_s'])}** ({', '.join(fmt(x) for x in r['submits_per_s_each'])}) "
-            f"| {fmt(r['submit_p50_ms'])} / {fmt(r['submit_p95_ms'])} / **{fmt(r['submit_p99_ms'])}** "
+            f"| **{fmt(r['submits_per_s'])}** "
+            f"({', '.join(fmt(x) for x in r['submits_per_s_each'])}) "
+            f"| {fmt(r['submit_p50_ms'])} / {fmt(r['submit_p95_ms'])} "
+            f"/ **{fmt(r['submit_p99_ms'])}** "
             f"| {r['lost']} | {r['duplicated']} | {r['unacknowledged_stored']} "
-            f"| {fmt(r['loadgen_cores'], 2)} / {fmt(r['server_cores'], 2)} / {fmt(r['db_cores'], 2)} "
+            f"| {fmt(r['loadgen_cores'], 2)} / {fmt(r['server_cores'], 2)} "
+            f"/ {fmt(r['db_cores'], 2)} "
             f"/ {fmt(r['foreign_cores'], 2)} |"
         )
     print("\n".join(out))
@@ -64,7 +68,8 @@ def main(path: str) -> int:
         for name, e in sorted(r["endpoints"].items()):
             print(
                 f"| {name} | {r['concurrency']} | {r['label'] or '–'}, think {pace(r)} "
-                f"| {fmt(e['p50_ms'])} | {fmt(e['p95_ms'])} | {fmt(e['p99_ms'])} | {fmt(e['max_ms'])} |"
+                f"| {fmt(e['p50_ms'])} | {fmt(e['p95_ms'])} | {fmt(e['p99_ms'])} "
+                f"| {fmt(e['max_ms'])} |"
             )
 
     # ratios ours / peer at the same concurrency and think time (baseline variant of ours)
@@ -117,7 +122,8 @@ def main(path: str) -> int:
         for r in rows:
             if r["system"] in PEERS and (r["lost"] or r["duplicated"]):
                 print(
-                    f"  peer {r['system']} C={r['concurrency']}: lost {r['lost']}, duplicated {r['duplicated']}"
+                    f"  peer {r['system']} C={r['concurrency']}: "
+                    f"lost {r['lost']}, duplicated {r['duplicated']}"
                 )
     return 0
 

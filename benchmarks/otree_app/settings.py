@@ -1,4 +1,7 @@
-"""oTree project for the load benchmark: one session config, one app (consent, 14 trials, debrief)."""
+"""oTree project for the load benchmark: one session config, one app.
+
+The app shows consent, 14 trials (the first ``num_trials`` of them) and a debrief.
+"""
 
 from os import environ
 
