@@ -52,6 +52,7 @@ from .services import (
     model_delete,
     model_register,
 )
+from .uploads import upload_write
 
 # --- permission-checking fetch helpers ------------------------------------------------------
 
@@ -421,9 +422,9 @@ class ClassifierModelListRegisterApi(ListAPIView):
             try:
                 model = model_register(
                     name=fields["name"],
-                    weights_path=_upload_to_file(weights, Path(tmp) / "weights"),
+                    weights_path=upload_write(weights, Path(tmp) / "weights", "weights.bin"),
                     class_names=(
-                        _upload_to_file(classes_file, Path(tmp) / "classes")
+                        upload_write(classes_file, Path(tmp) / "classes", "classes.txt")
                         if classes_file is not None
                         else fields["class_names"]
                     ),
@@ -438,17 +439,6 @@ class ClassifierModelListRegisterApi(ListAPIView):
             except ModelRegistrationError as exc:
                 return Response({"detail": str(exc)}, status=status.HTTP_400_BAD_REQUEST)
         return Response(ClassifierModelSerializer(model).data, status=status.HTTP_201_CREATED)
-
-
-def _upload_to_file(upload, folder: Path) -> Path:
-    """Write an upload to ``folder/<its base name>``: the loaders read the suffix
-    (.safetensors, .json) and name the file in their messages."""
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / (Path(upload.name or "").name or "upload.bin")
-    with open(path, "wb") as fh:
-        for chunk in upload.chunks():
-            fh.write(chunk)
-    return path
 
 
 @extend_schema(responses={200: ClassifierModelSerializer, 404: _ERROR_404})

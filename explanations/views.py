@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 from django.conf import settings
 from django.contrib.admin.views.decorators import staff_member_required
-from django.core.exceptions import SuspiciousFileOperation
 from django.core.files.storage import default_storage
 from django.core.paginator import Paginator
 from django.db import transaction
@@ -35,6 +34,7 @@ from .models import (
     Region,
 )
 from .services import ModelRegistrationError, dataset_import_job_create, model_register
+from .uploads import upload_write
 
 
 @staff_member_required
@@ -173,8 +173,8 @@ def model_register_page(request: HttpRequest) -> HttpResponse:
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
         with tempfile.TemporaryDirectory(prefix="model-upload-") as folder:
-            weights = _upload_write(data["weights"], Path(folder), "weights.bin")
-            classes = _upload_write(data["classes"], Path(folder), "classes.txt")
+            weights = upload_write(data["weights"], Path(folder), "weights.bin")
+            classes = upload_write(data["classes"], Path(folder), "classes.txt")
             try:
                 model = model_register(
                     name=data["name"],
@@ -193,20 +193,6 @@ def model_register_page(request: HttpRequest) -> HttpResponse:
             else:
                 return redirect("explanations:model", pk=model.pk)
     return render(request, "explanations/model_register.html", {"form": form})
-
-
-def _upload_write(upload, folder: Path, fallback: str) -> Path:
-    """Copy an upload into ``folder`` under its own (sanitised) name; the suffix matters
-    (``.safetensors`` is read with safetensors) and error messages name the file."""
-    try:
-        name = get_valid_filename(Path(upload.name).name)
-    except SuspiciousFileOperation:
-        name = fallback
-    path = folder / (name or fallback)
-    with open(path, "wb") as fh:
-        for chunk in upload.chunks():
-            fh.write(chunk)
-    return path
 
 
 @staff_member_required

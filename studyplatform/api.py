@@ -87,14 +87,3 @@ def _summary(errors: dict) -> str:
             first = _summary(first)
         parts.append(str(first) if field == "non_field_errors" else f"{field}: {first}")
     return "; ".join(parts) or "Invalid input."
-
-
-def schema_first_route_wins(endpoints):
-    """drf-spectacular preprocessing hook: keep only the first route of each (path, method),
-    as Django's URL resolver does, so a route this API shadows is not documented twice."""
-    seen, kept = set(), []
-    for path_, path_regex, method, callback in endpoints:
-        if (path_, method) not in seen:
-            seen.add((path_, method))
-            kept.append((path_, path_regex, method, callback))
-    return kept

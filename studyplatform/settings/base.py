@@ -182,7 +182,6 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
     "SCHEMA_PATH_PREFIX": r"/api/",
-    "PREPROCESSING_HOOKS": ["studyplatform.api.schema_first_route_wins"],
     "ENUM_NAME_OVERRIDES": {
         "ModelKindEnum": "explanations.models.ModelKind",
         "RegionKindEnum": "explanations.models.RegionKind",
