@@ -93,6 +93,8 @@ def main(path: str) -> int:
             f"| {fmt(o['submit_p99_ms'] / r['submit_p99_ms'], 2)} |"
         )
 
+    slo(rows)
+
     # target check at 200 participants, closed loop
     print()
     o = base.get((200, 0.0, 0.0))
@@ -126,6 +128,58 @@ def main(path: str) -> int:
                     f"lost {r['lost']}, duplicated {r['duplicated']}"
                 )
     return 0
+
+
+SLO_MS = 100.0
+
+
+def slo_ok(r: dict) -> bool:
+    """p99 of every request and of the submits under SLO_MS, every answer stored exactly once."""
+    return (
+        (r.get("all_p99_ms") or float("inf")) < SLO_MS
+        and (r.get("submit_p99_ms") or float("inf")) < SLO_MS
+        and r["lost"] == 0
+        and r["duplicated"] == 0
+        and r["completed_all"]
+    )
+
+
+def slo(rows: list[dict]) -> None:
+    """Capacity at the target: per system, the highest submits/s of a "SLO ladder" row that
+    meets :func:`slo_ok` (0 when none does), and ours as a multiple of each peer's."""
+    ladder = [r for r in rows if r["label"] == "SLO ladder"]
+    if not ladder:
+        return
+    print()
+    print(f"Capacity at p99 < {SLO_MS:.0f} ms (200 participants paced; the ladder):")
+    print()
+    print(
+        "| system | conc. | N | think, ramp | submits/s | submit p99 ms | all requests p99 ms "
+        "| lost | dup | meets target |"
+    )
+    print("|---|--:|--:|--:|--:|--:|--:|--:|--:|---|")
+    capacity: dict[str, float] = {}
+    for r in sorted(ladder, key=lambda r: (r["system"], r["submits_per_s"])):
+        ok = slo_ok(r)
+        capacity.setdefault(r["system"], 0.0)
+        if ok:
+            capacity[r["system"]] = max(capacity[r["system"]], r["submits_per_s"])
+        print(
+            f"| {r['system']} | {r['concurrency']} | {r['participants']} | {pace(r)} "
+            f"| {fmt(r['submits_per_s'])} | {fmt(r['submit_p99_ms'])} "
+            f"| {fmt(r.get('all_p99_ms'))} | {r['lost']} | {r['duplicated']} "
+            f"| {'yes' if ok else 'no'} |"
+        )
+    print()
+    ours = capacity.get("ours", 0.0)
+    for peer, cap in sorted(capacity.items()):
+        if peer == "ours":
+            continue
+        ratio = f"{ours / cap:.1f}x" if cap else "unbounded (the peer never met it)"
+        print(
+            f"* ours {fmt(ours)} submits/s vs {peer} {fmt(cap)} at p99 < {SLO_MS:.0f} ms: "
+            f"{ratio}; target >= 3x: {'MET' if ours and ours >= 3 * cap else 'NOT MET'}"
+        )
 
 
 def profile(path: str) -> int:

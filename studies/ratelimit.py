@@ -12,7 +12,7 @@ import functools
 import time
 
 from django.conf import settings
-from django.core.cache import cache
+from django.core.cache import DEFAULT_CACHE_ALIAS, cache, caches
 from django.core.exceptions import ImproperlyConfigured
 from django.http import HttpRequest, HttpResponse
 
@@ -37,18 +37,43 @@ def rate_parse(rate: str) -> tuple[int, int]:
     return n, seconds
 
 
+def _redis_client():
+    """The redis-py client behind Django's built-in Redis cache, or None for other caches."""
+    try:
+        from django.core.cache.backends.redis import RedisCache
+    except ImportError:  # pragma: no cover - Django < 4.0
+        return None
+    backend = caches[DEFAULT_CACHE_ALIAS]  # ``cache`` is a proxy, not the backend itself
+    if isinstance(backend, RedisCache):
+        return backend._cache.get_client(write=True)  # noqa: SLF001 - Django's own accessor
+    return None
+
+
 def rate_exceeded(scope: str, key: str, rate: str) -> int:
-    """Count one request; return 0 if allowed, else the seconds until the window resets."""
+    """Count one request; return 0 if allowed, else the seconds until the window resets.
+
+    Fixed windows of the rate's period. On Redis (``CACHE_URL``) the count is one pipelined
+    round trip, ``INCR`` + ``EXPIRE key period+1 NX`` (atomic per command; the first request of a
+    window sets the expiry, later ones leave it), instead of Django's ``incr`` (``EXISTS`` +
+    ``INCRBY``) plus ``add`` on a window's first request. Other caches use ``incr``/``add``.
+    """
     limit, period = rate_parse(rate)
     window = int(time.time() // period)
     cache_key = f"rl:{scope}:{key}:{window}"
-    try:
-        count = cache.incr(cache_key)  # one round trip in the common case
-    except ValueError:  # first request of the window
-        if cache.add(cache_key, 1, timeout=period + 1):
-            count = 1
-        else:  # another request created it meanwhile
+    client = _redis_client()
+    if client is not None:
+        pipe = client.pipeline(transaction=False)
+        pipe.incr(cache.make_and_validate_key(cache_key))
+        pipe.expire(cache.make_and_validate_key(cache_key), period + 1, nx=True)
+        count = int(pipe.execute()[0])
+    else:
+        try:
             count = cache.incr(cache_key)
+        except ValueError:  # first request of the window
+            if cache.add(cache_key, 1, timeout=period + 1):
+                count = 1
+            else:  # another request created it meanwhile
+                count = cache.incr(cache_key)
     if count <= limit:
         return 0
     return max(1, int(period - time.time() % period))

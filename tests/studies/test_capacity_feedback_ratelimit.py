@@ -355,3 +355,50 @@ def test_behind_a_proxy_a_forged_forwarded_for_does_not_escape_the_enrol_limit(
         )
         statuses.append(response.status_code)
     assert statuses == [302, 302, 429]
+
+
+# --- the Redis path (one pipelined INCR + EXPIRE NX per request) ------------------------------
+
+REDIS_RL_DB = 7
+
+
+@pytest.fixture
+def redis_cache(settings):
+    """The rate limiter's cache pointed at a real Redis (127.0.0.1:6379, db 7, emptied)."""
+    redis = pytest.importorskip("redis")
+    client = redis.Redis(host="127.0.0.1", port=6379, db=REDIS_RL_DB)
+    try:
+        client.flushdb()
+    except redis.exceptions.ConnectionError:
+        pytest.skip("no Redis on 127.0.0.1:6379 (.ci/run starts one)")
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": f"redis://127.0.0.1:6379/{REDIS_RL_DB}",
+        }
+    }
+    yield client
+    client.flushdb()
+
+
+def test_on_redis_the_count_is_exact_and_the_window_expires_once(redis_cache, clock):
+    assert ratelimit._redis_client() is not None  # the pipelined path is the one under test
+    waits = [ratelimit.rate_exceeded("p", "tok", "3/m") for _ in range(5)]
+    assert waits == [0, 0, 0, 40, 40]
+    (key,) = redis_cache.keys("*rl:p:tok:*")
+    assert int(redis_cache.get(key)) == 5
+    # EXPIRE ... NX: set by the first request (period + 1 s), not pushed back by later ones
+    assert 59 <= redis_cache.ttl(key) <= 61
+    redis_cache.expire(key, 30)
+    ratelimit.rate_exceeded("p", "tok", "3/m")
+    assert redis_cache.ttl(key) <= 30
+    clock.now += 40  # the next window starts afresh
+    assert ratelimit.rate_exceeded("p", "tok", "3/m") == 0
+
+
+def test_on_redis_concurrent_requests_never_exceed_the_limit(redis_cache, clock):
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(16) as pool:
+        waits = list(pool.map(lambda _: ratelimit.rate_exceeded("p", "x", "50/m"), range(200)))
+    assert waits.count(0) == 50 and len(waits) == 200
