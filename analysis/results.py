@@ -33,6 +33,22 @@ class StudyResults:
     n_simulated: int
 
 
+def scored_main(frame: pd.DataFrame) -> pd.DataFrame:
+    """The responses accuracy is computed on: main trials of scored tasks, answered in time,
+    from participants not excluded by the spec's rules (practice trials, attention checks,
+    questionnaires and timeouts are reported separately)."""
+    keep = (
+        (frame["kind"] == "main")
+        & frame["is_correct"].notna()
+        & ~frame["timed_out"].astype(bool)
+        & ~frame["excluded"].astype(bool)
+    )
+    out = frame[keep].copy()
+    out["is_correct"] = out["is_correct"].astype(bool)
+    out["chance"] = out["chance"].astype(float)
+    return out
+
+
 def study_results(study: Study, *, simulated: str = "include") -> StudyResults:
     """Compute the results table of a study.
 
@@ -49,12 +65,15 @@ def study_results(study: Study, *, simulated: str = "include") -> StudyResults:
         frame = frame[~frame["is_simulated"].astype(bool)]
     elif simulated == "only":
         frame = frame[frame["is_simulated"].astype(bool)]
+    participants = frame.drop_duplicates("participant")
+    frame = scored_main(frame)
+    if frame["condition"].nunique() > 1:  # one row per task and condition
+        frame = frame.assign(task=frame["task"] + " / " + frame["condition"])
     split = frame.assign(
         model=frame["model_correct"].map({True: "model right", False: "model wrong"})
     )
     overall = frame.assign(model="all")
     table = accuracy_table(pd.concat([split, overall], ignore_index=True), by=["task", "model"])
-    participants = frame.drop_duplicates("participant")
     return StudyResults(
         table=table,
         responses=frame,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from django.utils.decorators import method_decorator
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
@@ -19,8 +21,22 @@ from .views import _participant_get
 
 class AnswerSerializer(serializers.Serializer):
     position = serializers.IntegerField(min_value=0)
-    answer = serializers.CharField(max_length=32)
+    answer = serializers.JSONField(
+        required=False,
+        default="",
+        help_text="A choice value (string), text, or an object: tradeoff {low, medium, high}, "
+        "demographics {age, gender, ml_experience}, region_annotation {boxes: [[x0, y0, x1, "
+        "y1], ...] in 0..1, cells: [int]}.",
+    )
     rt_ms = serializers.IntegerField(min_value=0, required=False, allow_null=True)
+    tab_hidden = serializers.BooleanField(required=False, default=False)
+    hidden_ms = serializers.IntegerField(min_value=0, required=False, allow_null=True)
+    timed_out = serializers.BooleanField(required=False, default=False)
+
+    def validate_answer(self, value):
+        if len(json.dumps(value)) > 20000:
+            raise serializers.ValidationError("answer too long")
+        return value
 
 
 class ParticipantStateApi(APIView):
@@ -75,6 +91,9 @@ class ParticipantStateApi(APIView):
                 position=data.validated_data["position"],
                 answer=data.validated_data["answer"],
                 rt_ms=data.validated_data.get("rt_ms"),
+                tab_hidden=data.validated_data["tab_hidden"],
+                hidden_ms=data.validated_data.get("hidden_ms"),
+                timed_out=data.validated_data["timed_out"],
             )
         except InvalidAnswer as exc:
             return Response({"detail": str(exc)}, status=status.HTTP_400_BAD_REQUEST)

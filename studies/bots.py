@@ -5,11 +5,17 @@ HTML, fetches the images and posts the forms (oTree's ``Bot``/``Submission`` pat
 marked simulated by the study's secret ``SIMULATION_KEY`` on the start link, so simulated rows
 can never be confused with real ones in the data.
 
+Every task type is answered from its form: radio choices, grid cells of a region annotation,
+selects of a questionnaire, sliders and text. Bots read attention-check instructions and follow
+them (except the ``careless`` policy), check that no page carries a server-only field, and try
+one submission that must fail (an answer that is not an option) on the first trial.
+
 Policies:
     ``uniform``: picks any option with equal probability (accuracy near chance).
     ``trusting``: always trusts the model in the agreement task ("confident it is correct"),
-        picks uniformly in the distinction task; reproduces the confirmation bias HIVE
-        reports (high accuracy when the model is right, low when it is wrong).
+        picks uniformly elsewhere; reproduces the confirmation bias HIVE reports (high
+        accuracy when the model is right, low when it is wrong).
+    ``careless``: like ``uniform`` but ignores attention-check instructions.
 """
 
 from __future__ import annotations
@@ -23,7 +29,9 @@ from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from typing import Protocol
 
-BOT_POLICIES = ("uniform", "trusting")
+BOT_POLICIES = ("uniform", "trusting", "careless")
+#: Words that must never appear in a participant's page (server-only fields).
+FORBIDDEN_IN_PAGES = ("correct_value", "true_index", "model_correct", "option_classes")
 
 
 class BotError(RuntimeError):
@@ -74,7 +82,7 @@ class HttpTransport:
         return self._open(path, None)
 
     def post(self, path: str, data: dict[str, str]) -> Page:
-        return self._open(path, urllib.parse.urlencode(data).encode())
+        return self._open(path, urllib.parse.urlencode(data, doseq=True).encode())
 
 
 class DjangoClientTransport:
@@ -105,6 +113,11 @@ class Form:
     action: str
     fields: dict[str, str] = field(default_factory=dict)
     choices: dict[str, list[str]] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)  # radio value -> its label text
+    checkboxes: dict[str, list[str]] = field(default_factory=dict)
+    selects: dict[str, list[str]] = field(default_factory=dict)
+    textareas: list[str] = field(default_factory=list)
+    ranges: list[str] = field(default_factory=list)
     attrs: dict[str, str] = field(default_factory=dict)
 
 
@@ -113,6 +126,10 @@ class _FormParser(HTMLParser):
         super().__init__()
         self.forms: list[Form] = []
         self.images: list[str] = []
+        self.instruction = ""
+        self._select: str | None = None
+        self._radio: str | None = None
+        self._in_instruction = False
 
     def handle_starttag(self, tag, attrs):
         a = {k: (v or "") for k, v in attrs}
@@ -120,13 +137,43 @@ class _FormParser(HTMLParser):
             self.forms.append(Form(action=a.get("action", ""), attrs=a))
         elif tag == "img" and a.get("src"):
             self.images.append(a["src"])
+        elif tag == "p" and "instruction" in a.get("class", ""):
+            self._in_instruction = True
         elif tag == "input" and self.forms:
             form = self.forms[-1]
             kind = a.get("type", "text")
+            name = a.get("name", "")
             if kind == "radio":
-                form.choices.setdefault(a.get("name", ""), []).append(a.get("value", ""))
-            elif a.get("name"):
-                form.fields[a["name"]] = a.get("value", "")
+                form.choices.setdefault(name, []).append(a.get("value", ""))
+                self._radio = a.get("value", "")
+                form.labels[self._radio] = ""
+            elif kind == "checkbox":
+                form.checkboxes.setdefault(name, []).append(a.get("value", ""))
+            elif kind == "range":
+                form.ranges.append(name)
+            elif name:
+                form.fields[name] = a.get("value", "")
+        elif tag == "select" and self.forms:
+            self._select = a.get("name", "")
+            self.forms[-1].selects[self._select] = []
+        elif tag == "option" and self.forms and self._select and a.get("value"):
+            self.forms[-1].selects[self._select].append(a["value"])
+        elif tag == "textarea" and self.forms and a.get("name"):
+            self.forms[-1].textareas.append(a["name"])
+
+    def handle_endtag(self, tag):
+        if tag == "select":
+            self._select = None
+        elif tag == "label":
+            self._radio = None
+        elif tag == "p":
+            self._in_instruction = False
+
+    def handle_data(self, data):
+        if self._radio is not None and self.forms:
+            self.forms[-1].labels[self._radio] += data.strip()
+        if self._in_instruction:
+            self.instruction += data
 
 
 def parse_page(text: str) -> _FormParser:
@@ -169,9 +216,13 @@ def bot_run(
     rng = random.Random(seed)
     page = transport.get(start_path)
     answers = 0
+    tried_invalid = False
     for count in range(1, max_pages + 1):
         if page.status != 200:
             raise BotError(f"{page.url} answered HTTP {page.status}")
+        leaked = [w for w in FORBIDDEN_IN_PAGES if w in page.text]
+        if leaked:
+            raise BotError(f"{page.url} shows server-only fields {leaked}")
         parsed = parse_page(page.text)
         if 'id="completion-code"' in page.text:
             code = page.text.split('id="completion-code">', 1)[1].split("<", 1)[0].strip()
@@ -183,19 +234,44 @@ def bot_run(
             image = transport.get(src)
             if image.status != 200:
                 raise BotError(f"image {src} answered HTTP {image.status}")
-        data = dict(form.fields)
+        data: dict = dict(form.fields)
         if "consent" in form.choices:
             data["consent"] = "yes"
-        elif "answer" in form.choices:
-            data["answer"] = _choose(form, policy, rng)
+        elif form.attrs.get("id") == "trial-form":
+            if not tried_invalid and "answer" in form.choices:
+                tried_invalid = True
+                bad = transport.post(form.action, {**data, "answer": "not-an-option"})
+                if bad.status != 200 or "please choose one of the options" not in bad.text.lower():
+                    raise BotError(f"{page.url}: an answer that is not an option was not refused")
+            data.update(_answer(form, parsed.instruction, policy, rng))
             data["rt_ms"] = str(rng.randint(1500, 9000))
             answers += 1
         page = transport.post(form.action, data)
     raise BotError(f"no completion after {max_pages} pages")
 
 
-def _choose(form: Form, policy: str, rng: random.Random) -> str:
+def _answer(form: Form, instruction: str, policy: str, rng: random.Random) -> dict:
+    """Form fields answering one trial of any task type."""
+    out: dict = {}
+    if "answer" in form.choices:
+        out["answer"] = _choose(form, instruction, policy, rng)
+    for name, values in form.checkboxes.items():  # region annotation grid
+        out[name] = rng.sample(values, rng.randint(1, min(6, len(values))))
+    for name, values in form.selects.items():
+        out[name] = rng.choice(values)
+    for name in form.ranges:
+        out[name] = str(rng.randint(0, 100))
+    for name in form.textareas:
+        out[name] = rng.choice(["I looked at the coloured areas.", "Mostly by the shape."])
+    return out
+
+
+def _choose(form: Form, instruction: str, policy: str, rng: random.Random) -> str:
     options = form.choices["answer"]
+    if instruction and policy != "careless":  # an attention check names the answer to pick
+        for value, label in form.labels.items():
+            if label and f"\u201c{label}\u201d" in instruction:
+                return value
     if policy == "trusting" and form.attrs.get("data-task") == "agreement":
         return rng.choice(["1", "1", "2"])
     return rng.choice(options)

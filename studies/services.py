@@ -1,26 +1,26 @@
-"""Services of the studies app: design a HIVE study, enrol participants, record responses."""
+"""Services of the studies app: create studies, enrol participants, record responses."""
 
 from __future__ import annotations
 
+import hashlib
+import io
 import random
 import threading
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
+from datetime import timedelta
 
-import numpy as np
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import IntegrityError, transaction
-from django.db.models import Count
+from django.db.models import Count, Q
 from django.utils import timezone
-from django.utils.text import slugify
 
-from explanations import rendering
-from explanations.models import Explanation, Prediction
-from explanations.services import explanation_array_load, item_model_view
-
+from . import design
+from .design import StudyDesignError
 from .models import (
+    CrowdSource,
     Participant,
     ParticipantStage,
     Response,
@@ -28,12 +28,9 @@ from .models import (
     StudyStatus,
     TaskType,
     Trial,
+    TrialKind,
 )
-from .tasktypes import AGREEMENT_SCALE, InvalidAnswer, answer_score, answer_validate
-
-
-class StudyDesignError(ValueError):
-    """The study cannot be built from the available predictions and explanations."""
+from .tasktypes import Answer, InvalidAnswer, answer_score, answer_validate
 
 
 class StudyClosed(Exception):
@@ -62,139 +59,26 @@ def study_create_hive(
     seed: int = 0,
     open_now: bool = True,
 ) -> Study:
-    """Build a HIVE-style study from a finished explanation job's artifacts.
+    """A HIVE study (Kim et al., ECCV 2022, Sec. 4): one explanation method, the given tasks
+    between subjects (each participant does one, as HIVE ran agreement and distinction as
+    separate studies), every usable item once per task, random order.
 
-    One agreement trial and one distinction trial per labelled item that has a prediction and
-    explanations for the needed classes (Kim et al., ECCV 2022, Sec. 4 and supplement).
-    Stimuli are rendered now and frozen with the study: the agreement heatmap is normalised on
-    its own; the four distinction heatmaps are normalised jointly so their intensities
-    compare, and shown in a random order. Task blocks are shown in the order of ``tasks``
-    (agreement first, so the distinction candidates cannot inform agreement answers).
+    A shortcut for :func:`studies.design.study_create` with the spec it builds.
 
     Raises:
         StudyDesignError: no usable item (no labelled item with prediction and explanations).
     """
-    predictions = {
-        p.item_id: p
-        for p in Prediction.objects.filter(model=model, item__dataset=dataset).select_related(
-            "item"
-        )
+    spec = {
+        "version": 1,
+        "title": title,
+        "model": model.name,
+        "dataset": dataset.name,
+        "conditions": [{"name": method, "method": method}],
+        "tasks": [{"type": str(t)} for t in tasks],
+        "task_assignment": "between",
+        "trials": {"seed": seed},
     }
-    explanations: dict[tuple[int, int], Explanation] = {
-        (e.item_id, e.target_index): e
-        for e in Explanation.objects.filter(model=model, item__dataset=dataset, method=method)
-    }
-    rng = random.Random(seed)
-    plans = []
-    for item in dataset.items.select_related("dataset").order_by("id"):
-        prediction = predictions.get(item.pk)
-        truth = item.label_for(model)
-        if truth is None or prediction is None:
-            continue
-        correct = prediction.predicted_index == truth
-        top = prediction.topk_indices()
-        k = min(4, model.num_classes)  # HIVE shows 4; a 3-class model can only offer 3
-        candidates = top[:k] if correct else [c for c in top[: k - 1] if c != truth][: k - 1]
-        if not correct:
-            candidates.append(truth)
-            for extra in top[k - 1 :]:
-                if len(candidates) >= k:
-                    break
-                if extra not in candidates:
-                    candidates.append(extra)
-        needed = set(candidates) | {prediction.predicted_index}
-        if len(candidates) != k or any((item.pk, c) not in explanations for c in needed):
-            continue
-        plans.append((item, prediction, correct, candidates, truth))
-    if not plans:
-        raise StudyDesignError(
-            "no labelled item has a prediction and explanations; run an explanation job first"
-        )
-
-    with transaction.atomic():
-        study = Study.objects.create(
-            slug=_unique_slug(title),
-            title=title,
-            owner=owner,
-            model=model,
-            dataset=dataset,
-            method=method,
-            status=StudyStatus.OPEN if open_now else StudyStatus.DRAFT,
-            spec={
-                "design": "hive",
-                "tasks": list(tasks),
-                "method": method,
-                "seed": seed,
-                "items": [plan[0].name for plan in plans],
-                "agreement_scale": AGREEMENT_SCALE,
-            },
-        )
-        index = 0
-        for block, task in enumerate(tasks):
-            for item, prediction, correct, candidates, truth in plans:
-                view = item_model_view(item=item, model=model)
-                photo = _stimulus_save(study, view)
-                common = {
-                    "study": study,
-                    "index": index,
-                    "block": block,
-                    "task_type": task,
-                    "item": item,
-                    "predicted_index": prediction.predicted_index,
-                    "predicted_label": model.class_name(prediction.predicted_index),
-                    "true_index": truth,
-                    "model_correct": correct,
-                }
-                if task == TaskType.AGREEMENT:
-                    saliency = explanation_array_load(
-                        explanations[(item.pk, prediction.predicted_index)]
-                    )
-                    heat = rendering.overlay(view, rendering.normalize_each(saliency[None])[0])
-                    Trial.objects.create(
-                        **common,
-                        options=[{"value": v, "label": label} for v, label in AGREEMENT_SCALE],
-                        stimuli={"photo": photo, "heatmap": _stimulus_save(study, heat)},
-                    )
-                else:
-                    order = list(candidates)
-                    rng.shuffle(order)
-                    maps = np.stack(
-                        [explanation_array_load(explanations[(item.pk, c)]) for c in order]
-                    )
-                    joint = rendering.normalize_jointly(maps)
-                    stimuli = {"photo": photo}
-                    options, option_classes = [], {}
-                    for pos, (cls, saliency) in enumerate(zip(order, joint, strict=True)):
-                        slot = f"h{pos}"
-                        stimuli[slot] = _stimulus_save(study, rendering.overlay(view, saliency))
-                        options.append(
-                            {"value": str(pos), "label": model.class_name(cls), "image": slot}
-                        )
-                        option_classes[str(pos)] = cls
-                    Trial.objects.create(
-                        **common,
-                        options=options,
-                        option_classes=option_classes,
-                        correct_value=str(order.index(truth)),
-                        stimuli=stimuli,
-                    )
-                index += 1
-    return study
-
-
-def _unique_slug(title: str) -> str:
-    base = slugify(title)[:60] or "study"
-    slug, n = base, 1
-    while Study.objects.filter(slug=slug).exists():
-        n += 1
-        slug = f"{base}-{n}"
-    return slug
-
-
-def _stimulus_save(study: Study, pixels: np.ndarray) -> str:
-    # Random file names: nothing about the item, class or correctness is in a path.
-    name = f"stimuli/{study.pk}/{uuid.uuid4().hex}.png"
-    return default_storage.save(name, ContentFile(rendering.to_png_bytes(pixels)))
+    return design.study_create(spec=spec, owner=owner, open_now=open_now)
 
 
 def study_close(*, study: Study) -> Study:
@@ -204,64 +88,126 @@ def study_close(*, study: Study) -> Study:
     return study
 
 
+def study_pause(*, study: Study) -> Study:
+    """Stop new participants; those who started may finish. :func:`study_resume` reopens.
+
+    Raises:
+        StudyClosed: the study is not open.
+    """
+    if study.status != StudyStatus.OPEN:
+        raise StudyClosed(f"only an open study can be paused (this one is {study.status})")
+    study.status = StudyStatus.PAUSED
+    study.save(update_fields=["status"])
+    return study
+
+
+def study_resume(*, study: Study) -> Study:
+    """Reopen a paused study.
+
+    Raises:
+        StudyClosed: the study is not paused.
+    """
+    if study.status != StudyStatus.PAUSED:
+        raise StudyClosed(f"only a paused study can be resumed (this one is {study.status})")
+    study.status = StudyStatus.OPEN
+    study.save(update_fields=["status"])
+    return study
+
+
 # --- participants ---------------------------------------------------------------------------
+
+
+def crowd_id_hash(study: Study, source: str, crowd_id: str) -> str:
+    """SHA-256 (hex, 64 chars) of the study's salt, the source and the crowd id: the stored
+    form of Prolific / MTurk worker ids and classroom roster entries (never stored raw)."""
+    return hashlib.sha256(f"{study.crowd_salt}:{source}:{crowd_id}".encode()).hexdigest()
 
 
 def participant_enroll(
     *,
     study: Study,
+    crowd_source: str = CrowdSource.PUBLIC,
+    crowd_id: str = "",
     prolific_pid: str = "",
     prolific_study_id: str = "",
     prolific_session_id: str = "",
+    mturk_assignment_id: str = "",
+    mturk_hit_id: str = "",
+    mturk_submit_to: str = "",
+    roster_name: str = "",
     is_simulated: bool = False,
+    is_preview: bool = False,
     bot_policy: str = "",
     user_agent: str = "",
     consented: bool = False,
 ) -> tuple[Participant, bool]:
-    """Enrol a participant, or return the existing one for the same Prolific id.
+    """Enrol a participant, or return the existing one for the same crowd id (a returning
+    Prolific PID, MTurk worker or roster entry resumes and is never duplicated).
 
-    The task and trial order are assigned at consent (:func:`participant_consent`) and stored,
-    so a reload resumes exactly where the participant was.
-    ``consented=True`` records consent at enrolment (the consent form was the first page).
+    ``prolific_pid`` is a shortcut for ``crowd_source="prolific", crowd_id=pid``. Crowd ids
+    are stored hashed (:func:`crowd_id_hash`). The arm and trial order are assigned at consent
+    (:func:`participant_consent`) and stored, so a reload resumes where the participant was.
+    ``consented=True`` records consent at enrolment. Previews (``is_preview``) work on draft
+    studies too and never take a place.
 
     Returns:
         (participant, created).
 
     Raises:
-        StudyClosed: the study is not open.
-        StudyFull: every place is taken by a consented participant (see
-            :func:`participant_consent`; declining or never consenting takes no place).
+        StudyClosed: the study is not open (draft, paused or closed).
+        StudyFull: every place is taken by a consented participant.
     """
-    if not study.is_open:
-        raise StudyClosed("this study is not accepting participants")
-    prolific_pid = prolific_pid.strip()[:64]
     if prolific_pid:
-        existing = Participant.objects.filter(study=study, prolific_pid=prolific_pid).first()
+        crowd_source, crowd_id = CrowdSource.PROLIFIC, prolific_pid
+    crowd_id = crowd_id.strip()[:200]
+    if not is_preview and not study.is_open:
+        raise StudyClosed("this study is not accepting participants")
+    hashed = crowd_id_hash(study, crowd_source, crowd_id) if crowd_id else ""
+    if hashed:
+        existing = Participant.objects.filter(
+            study=study, crowd_source=crowd_source, crowd_id_hash=hashed
+        ).first()
         if existing:
+            if mturk_assignment_id and existing.mturk_assignment_id != mturk_assignment_id:
+                Participant.objects.filter(pk=existing.pk).update(
+                    mturk_assignment_id=mturk_assignment_id[:64],
+                    mturk_hit_id=mturk_hit_id[:64],
+                    mturk_submit_to=mturk_submit_to[:100],
+                )
+                existing.refresh_from_db()
             return existing, False
-    if _places_left(study) == 0:
+    if not is_preview and _places_left(study) == 0:
         raise StudyFull("all places in this study are taken")
     try:
         with transaction.atomic():
             participant = Participant.objects.create(
                 study=study,
-                prolific_pid=prolific_pid,
+                crowd_source=crowd_source if crowd_id else CrowdSource.PUBLIC,
+                crowd_id_hash=hashed,
                 prolific_study_id=prolific_study_id.strip()[:64],
                 prolific_session_id=prolific_session_id.strip()[:64],
-                is_simulated=is_simulated,
-                bot_policy=bot_policy[:50],
+                mturk_assignment_id=mturk_assignment_id.strip()[:64],
+                mturk_hit_id=mturk_hit_id.strip()[:64],
+                mturk_submit_to=mturk_submit_to.strip()[:100],
+                roster_name=roster_name.strip()[:100],
+                is_simulated=is_simulated or is_preview,
+                is_preview=is_preview,
+                bot_policy=("preview" if is_preview else bot_policy)[:50],
                 user_agent=user_agent[:400],
             )
-    except IntegrityError:  # the same Prolific id arrived twice at once
-        return Participant.objects.get(study=study, prolific_pid=prolific_pid), False
+    except IntegrityError:  # the same crowd id arrived twice at once
+        return (
+            Participant.objects.get(study=study, crowd_source=crowd_source, crowd_id_hash=hashed),
+            False,
+        )
     if consented:
         participant = participant_consent(participant=participant, agree=True)
     return participant, True
 
 
 def _consented(study: Study):
-    """Participants holding a place: consented and not withdrawn."""
-    return study.participants.filter(consented_at__isnull=False).exclude(
+    """Participants holding a place: consented, not withdrawn, not a researcher's preview."""
+    return study.participants.filter(consented_at__isnull=False, is_preview=False).exclude(
         stage=ParticipantStage.DECLINED
     )
 
@@ -274,37 +220,48 @@ def _places_left(study: Study) -> int | None:
     return max(0, study.max_participants - _consented(study).count())
 
 
-def _task_assign(study: Study, active) -> str:
-    """Between-subjects: the task with the fewest active participants (ties: spec order).
+def study_arms(study: Study) -> list[str]:
+    """The study's arms in tie-break order."""
+    arms = (study.spec.get("resolved") or {}).get("arms")
+    if arms:
+        return list(arms)
+    return sorted(set(study.trials.exclude(arm="").values_list("arm", flat=True)))
 
-    Each participant does one task, as in HIVE, where agreement and distinction were separate
-    studies: someone who had seen the model's prediction for a photo in the agreement task
-    would know which distinction candidate the model picked.
+
+def _arm_assign(study: Study) -> str:
+    """The least filled arm (ties: spec order), counting completed participants and those
+    still active (consented within ``recruitment.active_timeout_min``, default 60 minutes);
+    abandoned participants stop counting, so an arm they left is refilled. Called under the
+    study-row lock, so concurrent arrivals are counted exactly.
+
+    Each participant does one arm: between-subjects conditions/tasks (someone who had seen
+    the model's prediction in the agreement task would know which distinction candidate the
+    model picked), or a Latin-square row of the within-subjects conditions.
     """
-    tasks = list(study.spec.get("tasks") or [])
-    if not tasks:
-        tasks = sorted(set(study.trials.values_list("task_type", flat=True)))
-    counts = dict.fromkeys(tasks, 0)
-    for task, n in active.values_list("task").annotate(n=Count("id")):
-        if task in counts:
-            counts[task] = n
-    return min(tasks, key=lambda t: (counts[t], tasks.index(t)))
-
-
-def _trial_order(study: Study, task: str) -> list[int]:
-    ids = list(study.trials.filter(task_type=task).values_list("id", flat=True))
-    random.Random().shuffle(ids)
-    return ids
+    arms = study_arms(study)
+    timeout = (study.spec.get("recruitment") or {}).get("active_timeout_min", 60)
+    cutoff = timezone.now() - timedelta(minutes=timeout)
+    counts = dict.fromkeys(arms, 0)
+    filled = (
+        _consented(study)
+        .filter(Q(completed_at__isnull=False) | Q(consented_at__gte=cutoff))
+        .values_list("arm")
+        .annotate(n=Count("id"))
+    )
+    for arm, n in filled:
+        if arm in counts:
+            counts[arm] = n
+    return min(arms, key=lambda a: (counts[a], arms.index(a)))
 
 
 def participant_consent(*, participant: Participant, agree: bool) -> Participant:
     """Record consent or refusal. Idempotent.
 
     Consent takes a place: under a lock on the study row (so two people racing for the last
-    place, or for the less filled task, are counted exactly) the place is checked, the task
-    assigned (:func:`_task_assign`) and the trial order drawn; the participant moves to the
-    instructions. When no place is left the participant moves to stage "full". Refusal moves
-    to "declined" and records nothing else.
+    place, or for the less filled arm, are counted exactly) the place is checked, the arm
+    assigned (:func:`_arm_assign`) and the trial order drawn with a recorded seed
+    (:func:`studies.design.trial_order_draw`); the participant moves to the instructions. When
+    no place is left the participant moves to stage "full". Refusal moves to "declined".
     """
     with transaction.atomic():
         locked_study = Study.objects.select_for_update().get(pk=participant.study_id)
@@ -315,15 +272,20 @@ def participant_consent(*, participant: Participant, agree: bool) -> Participant
             participant.stage = ParticipantStage.DECLINED
             participant.save(update_fields=["stage"])
             return participant
-        if _places_left(locked_study) == 0:
+        if not participant.is_preview and _places_left(locked_study) == 0:
             participant.stage = ParticipantStage.FULL
             participant.save(update_fields=["stage"])
             return participant
-        participant.task = _task_assign(locked_study, _consented(locked_study))
-        participant.trial_order = _trial_order(locked_study, participant.task)
+        participant.arm = _arm_assign(locked_study)
+        participant.order_seed = random.SystemRandom().randrange(2**31)
+        participant.trial_order = design.trial_order_draw(
+            locked_study, participant.arm, participant.order_seed
+        )
         participant.stage = ParticipantStage.INSTRUCTIONS
         participant.consented_at = timezone.now()
-        participant.save(update_fields=["task", "trial_order", "stage", "consented_at"])
+        participant.save(
+            update_fields=["arm", "order_seed", "trial_order", "stage", "consented_at"]
+        )
     return participant
 
 
@@ -361,13 +323,14 @@ _TRIAL_CACHE_LOCK = threading.Lock()
 _TRIAL_CACHE_STUDIES = 64
 
 
-def study_trials(study: Study) -> dict[int, Trial]:
+def study_trials(study: Study, *, need: int | None = None) -> dict[int, Trial]:
     """All trials of a study by id, cached per process (trials never change once a study is
-    built; the key includes the study's creation time, so a reused id is a different key)."""
+    launched; the key includes the study's creation time, so a reused id is a different key).
+    A draft's trials are rebuilt when its spec is edited: a miss on ``need`` reloads."""
     key = (study.pk, study.created_at.isoformat())
     with _TRIAL_CACHE_LOCK:
         trials = _TRIAL_CACHE.get(key)
-        if trials is not None:
+        if trials is not None and (need is None or need in trials):
             _TRIAL_CACHE.move_to_end(key)
             return trials
     trials = {t.pk: t for t in Trial.objects.filter(study_id=study.pk)}
@@ -385,7 +348,30 @@ def trial_current(*, participant: Participant) -> tuple[int, Trial] | None:
     position = participant.progress
     if position >= len(participant.trial_order):
         return None
-    return position, study_trials(participant.study)[participant.trial_order[position]]
+    trial_id = participant.trial_order[position]
+    return position, study_trials(participant.study, need=trial_id)[trial_id]
+
+
+def trial_shown(*, participant: Participant, position: int) -> None:
+    """Record when the trial at ``position`` was first served (server time). Later views of
+    the same trial (reloads) keep the first time. ``participant`` is updated in place."""
+    if participant.shown_position == position:
+        return
+    now = timezone.now()
+    Participant.objects.filter(pk=participant.pk, progress=position).update(
+        shown_position=position, shown_at=now
+    )
+    participant.shown_position, participant.shown_at = position, now
+
+
+def time_limit_s(study: Study, trial: Trial) -> float | None:
+    """Seconds allowed on a trial (spec ``trials.time_limit_s``; questionnaires have none)."""
+    if trial.kind == TrialKind.SURVEY:
+        return None
+    return (study.spec.get("trials") or {}).get("time_limit_s")
+
+
+TIMEOUT_GRACE_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -397,7 +383,14 @@ class SubmitResult:
 
 
 def response_submit(
-    *, participant: Participant, position: int, answer: str, rt_ms: int | None = None
+    *,
+    participant: Participant,
+    position: int,
+    answer,
+    rt_ms: int | None = None,
+    tab_hidden: bool = False,
+    hidden_ms: int | None = None,
+    timed_out: bool = False,
 ) -> SubmitResult:
     """Store the answer to the trial at ``position`` exactly once.
 
@@ -408,12 +401,19 @@ def response_submit(
     answer stands. The last answer moves the participant to the debrief in the same
     transaction. ``participant`` is updated in place.
 
+    ``answer`` is what the task type's plugin accepts (a choice value, text, or a dict for
+    sliders, questionnaires and regions). ``timed_out`` records an empty answer when the
+    trial's time limit has passed (the page auto-advances); it is refused before that.
+    Response time: ``rt_ms`` as measured by the client, clamped to 0..24 h; ``shown_at`` is
+    the server time the trial was first served; ``tab_hidden`` / ``hidden_ms`` whether and
+    how long the tab was hidden meanwhile.
+
     Raises:
         StudyClosed: the study is closed or the participant is not in the trial stage.
         TrialOutOfOrder: ``position`` is ahead of the current trial, or invalid.
-        InvalidAnswer: ``answer`` is not one of the trial's options.
+        InvalidAnswer: the plugin refused the answer (or a timeout came too early).
     """
-    if not participant.study.is_open:
+    if not participant.study.accepts_answers and not participant.is_preview:
         raise StudyClosed("this study is closed")
     if participant.stage not in (ParticipantStage.TRIALS, ParticipantStage.DEBRIEF):
         raise StudyClosed("answers are not being accepted at this stage")
@@ -424,12 +424,30 @@ def response_submit(
         return SubmitResult(_response_stored(participant, order[position]), False)
     if position > participant.progress or participant.stage != ParticipantStage.TRIALS:
         raise TrialOutOfOrder("please answer the current trial first")
-    trial = study_trials(participant.study)[order[position]]
-    value = answer_validate(trial, answer)
-    rt = None if rt_ms is None else max(0, min(int(rt_ms), 24 * 3600 * 1000))
-    completes = position + 1 == len(order)
+    trial = study_trials(participant.study, need=order[position])[order[position]]
     now = timezone.now()
-    changes = {"progress": position + 1}
+    shown_at = participant.shown_at if participant.shown_position == position else None
+    if timed_out:
+        limit = time_limit_s(participant.study, trial)
+        if limit is None:
+            raise InvalidAnswer("this trial has no time limit")
+        if shown_at and (now - shown_at).total_seconds() < limit - TIMEOUT_GRACE_S:
+            raise InvalidAnswer("there is still time left for this trial")
+        value, is_correct = Answer(""), None
+    else:
+        value = answer_validate(trial, answer)
+        is_correct = answer_score(trial, value)
+    rt = None if rt_ms is None else max(0, min(int(rt_ms), 24 * 3600 * 1000))
+    hidden = None if hidden_ms is None else max(0, min(int(hidden_ms), 24 * 3600 * 1000))
+    data = dict(value.data)
+    mask_name = None
+    if value.mask is not None:
+        mask_name = _mask_save(participant, position, value.mask)
+        data["mask"] = mask_name
+    completes = position + 1 == len(order)
+    # The next trial goes out with this answer's reply (API) or its redirect (pages): it is
+    # "shown" now, recorded in the same UPDATE (no extra query on the hot path).
+    changes = {"progress": position + 1, "shown_position": position + 1, "shown_at": now}
     if completes:
         changes.update(stage=ParticipantStage.DEBRIEF, completed_at=now)
     try:
@@ -443,12 +461,19 @@ def response_submit(
                 participant_id=participant.pk,
                 trial=trial,
                 position=position,
-                answer=value,
-                is_correct=answer_score(trial, value),
+                answer=value.text,
+                data=data,
+                is_correct=is_correct,
                 rt_ms=rt,
+                shown_at=shown_at,
+                tab_hidden=bool(tab_hidden or hidden),
+                hidden_ms=hidden,
+                timed_out=timed_out,
                 created_at=now,
             )
     except IntegrityError:
+        if mask_name:
+            default_storage.delete(mask_name)
         participant.refresh_from_db(fields=["progress", "stage", "completed_at"])
         return SubmitResult(_response_stored(participant, order[position]), False)
     for field, new in changes.items():
@@ -456,12 +481,35 @@ def response_submit(
     return SubmitResult(response, True)
 
 
+def _mask_save(participant: Participant, position: int, mask) -> str:
+    """Save a region-annotation mask as a 1-bit PNG under a random name."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(mask).convert("1").save(buf, format="PNG")
+    name = f"responses/{participant.study_id}/{uuid.uuid4().hex}.png"
+    return default_storage.save(name, ContentFile(buf.getvalue()))
+
+
 def _response_stored(participant: Participant, trial_id: int) -> Response:
     return Response.objects.get(participant_id=participant.pk, trial_id=trial_id)
 
 
+def participant_accuracy(participant: Participant) -> dict:
+    """Correct / scored main trials of one participant (for the optional end feedback)."""
+    scored = Response.objects.filter(
+        participant=participant, trial__kind=TrialKind.MAIN, is_correct__isnull=False
+    )
+    total = scored.count()
+    return {"correct": scored.filter(is_correct=True).count(), "total": total}
+
+
 __all__ = [
     "InvalidAnswer",
+    "crowd_id_hash",
+    "study_pause",
+    "study_resume",
+    "trial_shown",
     "StudyClosed",
     "StudyDesignError",
     "StudyFull",

@@ -6,6 +6,8 @@ app_name = "studies"
 
 urlpatterns = [
     path("s/<slug:slug>/", views.study_start, name="start"),
+    path("j/", views.classroom_join, name="join"),
+    path("j/<str:code>/", views.classroom_study, name="classroom"),
     path("p/<uuid:token>/", views.participant_page, name="participant"),
     path("p/<uuid:token>/consent", views.participant_consent, name="consent"),
     path("p/<uuid:token>/instructions", views.participant_instructions, name="instructions"),

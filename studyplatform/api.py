@@ -19,8 +19,18 @@ from studies import researcher_api
 
 app_name = "api"
 
+def spec_schema_view(request):
+    """The study spec's JSON Schema (public; the same as docs/study-spec.schema.json)."""
+    from django.http import HttpResponse
+
+    from studies.spec import spec_schema_json
+
+    return HttpResponse(spec_schema_json(), content_type="application/schema+json")
+
+
 urlpatterns = [
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("study-spec.schema.json", spec_schema_view, name="study-spec-schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),
     path("auth/token/", obtain_auth_token, name="token"),
     path("models/", explanations_api.ClassifierModelListRegisterApi.as_view(), name="models"),

@@ -11,6 +11,7 @@ import urllib.request
 import pytest
 from django.test import Client
 
+from studies import services
 from studies.bots import DjangoClientTransport, bot_run, parse_page
 from studies.models import Participant, ParticipantStage, Response, StudyStatus, TaskType
 from tests.conftest import CLASS_NAMES
@@ -86,7 +87,7 @@ def test_each_participant_does_one_task_and_tasks_stay_balanced(hive_study):
         assert len(tasks) == 1
         seen.append(tasks.pop())
     assert seen == ["agreement", "distinction", "agreement", "distinction"]
-    assert [p.task for p in Participant.objects.order_by("id")] == seen
+    assert [p.arm.split("/")[-1] for p in Participant.objects.order_by("id")] == seen
 
 
 def test_distinction_candidate_order_is_drawn_per_participant(hive_study):
@@ -95,7 +96,7 @@ def test_distinction_candidate_order_is_drawn_per_participant(hive_study):
         client = Client()
         token = advance_to_trials(client, hive_study)
         participant = Participant.objects.get(token=token)
-        if participant.task != TaskType.DISTINCTION:
+        if not participant.arm.endswith(TaskType.DISTINCTION):
             continue
         form = current_form(client, token)
         labels = tuple(re.findall(r'alt="heatmap for ([a-z]+)"', form["html"]))
@@ -135,10 +136,11 @@ def test_prolific_participant_returning_resumes_the_same_record(hive_study):
     assert other_browser == f"/p/{token}/"
     participant = Participant.objects.get()
     assert (
-        participant.prolific_pid,
+        participant.crowd_source,
+        participant.crowd_id_hash,
         participant.prolific_study_id,
         participant.prolific_session_id,
-    ) == ("abc123", "s1", "x9")
+    ) == ("prolific", services.crowd_id_hash(hive_study, "prolific", "abc123"), "s1", "x9")
 
 
 def test_same_answer_posted_twice_stores_one_response(hive_study):
@@ -197,7 +199,7 @@ def test_participant_cannot_see_ground_truth_or_model_correctness(hive_study, ta
     if task == "distinction":
         advance_to_trials(Client(), hive_study)  # the first participant takes agreement
     token = advance_to_trials(client, hive_study)
-    assert Participant.objects.get(token=token).task == task
+    assert Participant.objects.get(token=token).arm.split("/")[-1] == task
     true_of_wrong = CLASS_NAMES[4]  # eland: only a distinction candidate may name it
     for _ in range(2):
         form = current_form(client, token)
@@ -213,11 +215,16 @@ def test_participant_cannot_see_ground_truth_or_model_correctness(hive_study, ta
             "progress",
             "trial",
             "completion_code",
+            "completion",
+            "accuracy",
+            "practice_feedback",
             "prolific",
         }
+        assert body["accuracy"] is None and body["practice_feedback"] is None
         allowed = {
             "position",
             "task",
+            "kind",
             "title",
             "question",
             "help",
@@ -292,10 +299,10 @@ def test_same_answer_posted_five_times_concurrently_stores_one_response(
     client = Client()
     token = advance_to_trials(client, study)
     form = current_form(client, token)
-    csrf = client.cookies["csrftoken"].value
     cookie = "; ".join(f"{k}={v.value}" for k, v in client.cookies.items())
+    # no CSRF token: participant posts are authenticated by the URL token (see views)
     body = urllib.parse.urlencode(
-        {"csrfmiddlewaretoken": csrf, "position": form["position"], "answer": form["choices"][0]}
+        {"position": form["position"], "answer": form["choices"][0]}
     ).encode()
     barrier = threading.Barrier(5)
     statuses: list[int] = []

@@ -13,7 +13,9 @@ def test_one_agreement_and_one_distinction_trial_per_labelled_item(hive_study):
     trials = list(hive_study.trials.order_by("index"))
     assert [t.task_type for t in trials] == ["agreement", "agreement", "distinction", "distinction"]
     assert sorted(t.item.name for t in trials) == ["right", "right", "wrong", "wrong"]
-    assert [t.block for t in trials] == [0, 0, 1, 1]
+    # tasks between subjects: one arm per task, each a single block
+    assert [t.arm for t in trials] == ["gradcam/agreement"] * 2 + ["gradcam/distinction"] * 2
+    assert [t.block for t in trials] == [0, 0, 0, 0]
 
 
 def test_model_correctness_and_truth_are_recorded_server_side(hive_study):

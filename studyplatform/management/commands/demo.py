@@ -104,7 +104,7 @@ class Command(BaseCommand):
                 method="gradcam",
                 seed=int(time.time()),
             )
-            n_items = len(study.spec["items"])
+            n_items = len(study.spec["resolved"]["main_items"])
             out.write(
                 f"  study '{study.slug}': {study.trials.count()} trials "
                 f"({n_items} agreement + {n_items} distinction); each participant does one task"

@@ -1,0 +1,551 @@
+"""Build a study from a validated spec (:mod:`studies.spec`): arms, trials, stimuli.
+
+Designs (Kim et al., HIVE, ECCV 2022, Sec. 4; Latin squares as in Williams, 1949, for
+counterbalancing items across conditions):
+
+* **Arms** are the groups a participant is assigned to. Conditions between subjects: one arm
+  per condition; within subjects: one arm per Latin-square row, in which item ``i`` is shown
+  under condition ``(i + row) mod C``, so across rows every item appears under every condition
+  equally often. Tasks between subjects (as HIVE ran agreement and distinction) multiply the
+  arms by the tasks; within subjects every participant does every task, in blocks.
+* **Items**: labelled items with a prediction (and, for each condition's method, the
+  explanations the task needs). The first ``practice`` items of a seeded shuffle are kept for
+  practice trials (with feedback) and never used as main trials.
+* **Attention checks**: main-trial stimuli with an instructed answer (``"please choose
+  'X'"``); scored against it, never counted as main trials.
+* Stimuli are rendered now and frozen with the study; file names are random, so nothing about
+  an item, class or correctness is in a URL.
+
+Trials carry ``arm``; :func:`studies.services.participant_consent` assigns an arm (least
+filled) and draws the participant's order (:func:`trial_order_draw`) with a recorded seed.
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from dataclasses import dataclass
+
+import numpy as np
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+from django.db import transaction
+from django.utils import timezone
+from django.utils.text import slugify
+
+from explanations import rendering
+from explanations.models import ClassifierModel, Dataset, Explanation, Item, Prediction
+from explanations.services import explanation_array_load, item_model_view
+
+from .models import Study, StudyStatus, TaskType, Trial, TrialKind
+from .spec import spec_parse
+from .tasktypes import SCALES, TASK_TYPES
+
+NO_EXPLANATION = "none"
+SIMILARITY_CROP = 128  # pixels per side of the similarity regions
+ATTENTION_BLOCK_OFFSET = 0  # attention checks share their task's block
+
+
+class StudyDesignError(ValueError):
+    """The study cannot be built from the spec and the available predictions/explanations."""
+
+
+@dataclass(frozen=True)
+class Arm:
+    name: str
+    tasks: tuple[str, ...]
+    condition: str | None  # between-subjects condition
+    rotation: int | None  # Latin-square row (within-subjects conditions)
+
+    def condition_for(self, item_position: int, conditions: list[str]) -> str:
+        if self.condition is not None:
+            return self.condition
+        return conditions[(item_position + (self.rotation or 0)) % len(conditions)]
+
+
+def arms_build(spec: dict) -> list[Arm]:
+    """The arms of a spec, in assignment tie-break order."""
+    conditions = [c["name"] for c in spec["conditions"]]
+    tasks = [t["type"] for t in spec["tasks"]]
+    groups: list[tuple[str, str | None, int | None]]
+    if spec["condition_assignment"] == "between":
+        groups = [(c, c, None) for c in conditions]
+    else:
+        groups = [(f"L{g + 1}", None, g) for g in range(len(conditions))]
+    arms = []
+    for name, condition, rotation in groups:
+        if spec["task_assignment"] == "between":
+            for task in tasks:
+                arms.append(Arm(f"{name}/{task}", (task,), condition, rotation))
+        else:
+            arms.append(Arm(name, tuple(tasks), condition, rotation))
+    return arms
+
+
+def _unique_slug(title: str, wanted: str = "") -> str:
+    base = wanted or slugify(title)[:60] or "study"
+    slug, n = base, 1
+    while Study.objects.filter(slug=slug).exists():
+        n += 1
+        slug = f"{base}-{n}"
+    return slug
+
+
+class _Stimuli:
+    """Renders and saves stimuli once per (item, what) and study; random file names."""
+
+    def __init__(self, study: Study, model: ClassifierModel):
+        self.study, self.model = study, model
+        self.views: dict[int, np.ndarray] = {}
+        self.saved: dict[tuple, str] = {}
+
+    def view(self, item: Item) -> np.ndarray:
+        if item.pk not in self.views:
+            self.views[item.pk] = item_model_view(item=item, model=self.model)
+        return self.views[item.pk]
+
+    def save(self, key: tuple, make) -> str:
+        if key not in self.saved:
+            name = f"stimuli/{self.study.pk}/{uuid.uuid4().hex}.png"
+            self.saved[key] = default_storage.save(
+                name, ContentFile(rendering.to_png_bytes(make()))
+            )
+        return self.saved[key]
+
+
+@dataclass
+class _ItemPlan:
+    item: Item
+    prediction: Prediction
+    truth: int
+    correct: bool
+    candidates: list[int]
+
+
+def _candidates(prediction: Prediction, truth: int, k: int) -> list[int]:
+    """HIVE's candidates: the top-k when the model is right; the top-(k-1) + the true class
+    when it is wrong (filled from further down the ranking if the truth was in the top k-1)."""
+    top = prediction.topk_indices()
+    if prediction.predicted_index == truth:
+        return top[:k]
+    out = [c for c in top[: k - 1] if c != truth][: k - 1] + [truth]
+    for extra in top[k - 1 :]:
+        if len(out) >= k:
+            break
+        if extra not in out:
+            out.append(extra)
+    return out
+
+
+def _peak_crop(view: np.ndarray, saliency: np.ndarray, size: int) -> np.ndarray:
+    """A square crop of ``view`` centred on the saliency peak (quarter of the side), resized to
+    ``size``: the region the explanation points at."""
+    from PIL import Image
+
+    h, w = saliency.shape
+    r, c = np.unravel_index(int(np.argmax(saliency)), saliency.shape)
+    half = max(8, min(h, w) // 4)
+    r0 = int(np.clip(r - half, 0, h - 2 * half))
+    c0 = int(np.clip(c - half, 0, w - 2 * half))
+    crop = view[r0 : r0 + 2 * half, c0 : c0 + 2 * half]
+    return np.asarray(Image.fromarray(crop).resize((size, size), Image.BILINEAR))
+
+
+def study_create(*, spec: dict, owner, open_now: bool = False) -> Study:
+    """Create a study (draft unless ``open_now``) and all its trials from a spec.
+
+    Args:
+        spec: a spec dict (validated here with :func:`studies.spec.spec_parse`).
+        owner: the researcher (a User).
+        open_now: launch at once (freezes the spec).
+
+    Raises:
+        SpecError: the spec is invalid.
+        StudyDesignError: the model/dataset are unknown, or the items cannot fill the design
+            (each message says what is missing and how many there are).
+    """
+    spec = spec_parse(spec)
+    with transaction.atomic():
+        study = Study(slug=_unique_slug(spec["title"], spec.get("slug", "")), owner=owner)
+        _build(study, spec)
+        if open_now:
+            study_launch(study=study)
+    return study
+
+
+def study_rebuild(*, study: Study, spec: dict) -> Study:
+    """Replace a draft's spec and rebuild its trials (researcher previews are deleted).
+
+    Raises:
+        SpecError / StudyDesignError: as :func:`study_create`; the draft is left unchanged.
+        StudyDesignError: the study was launched (its spec is frozen) or has participants.
+    """
+    spec = spec_parse(spec)
+    if study.launched_at is not None:
+        raise StudyDesignError("this study has been launched; its spec is frozen")
+    if study.participants.filter(is_preview=False).exists():
+        raise StudyDesignError("this draft already has participants; create a new study")
+    old_files = {name for t in study.trials.all() for name in t.stimuli.values()}
+    with transaction.atomic():
+        study.participants.all().delete()  # previews only
+        study.trials.all().delete()
+        _build(study, spec)
+    for name in old_files:  # after the commit: a failed rebuild keeps the old files
+        default_storage.delete(name)
+    return study
+
+
+def _build(study: Study, spec: dict) -> None:
+    """Fill ``study`` (saved here) and create its trials from a validated spec."""
+    model = ClassifierModel.objects.filter(name=spec["model"]).first()
+    if model is None:
+        raise StudyDesignError(f"model: no registered model named {spec['model']!r}")
+    dataset = Dataset.objects.filter(name=spec["dataset"]).first()
+    if dataset is None:
+        raise StudyDesignError(f"dataset: no dataset named {spec['dataset']!r}")
+    conditions = {c["name"]: c for c in spec["conditions"]}
+    methods = {c["method"] for c in spec["conditions"]} - {NO_EXPLANATION}
+    tasks = [t["type"] for t in spec["tasks"]]
+    for t in tasks:
+        if TASK_TYPES[t].needs_heatmaps and any(
+            c["method"] == NO_EXPLANATION for c in spec["conditions"]
+        ):
+            raise StudyDesignError(
+                f"tasks: {t} needs an explanation, but a condition has method 'none'"
+            )
+    plans = _item_plans(spec, model, dataset, methods)
+    rng = random.Random(spec["trials"]["seed"])
+    rng.shuffle(plans)
+    n_practice = spec["trials"]["practice"]
+    if len(plans) <= n_practice:
+        raise StudyDesignError(
+            f"trials.practice: {n_practice} practice items leave no main item "
+            f"({len(plans)} usable items)"
+        )
+    practice, main = plans[:n_practice], plans[n_practice:]
+    main.sort(key=lambda p: p.item.pk)  # Latin-square positions follow item order
+    _check_counts(spec, main)
+    arms = arms_build(spec)
+    explanations = {
+        (e.item_id, e.method, e.target_index): e
+        for e in Explanation.objects.filter(model=model, item__dataset=dataset, method__in=methods)
+    }
+    study.title = spec["title"]
+    study.model, study.dataset = model, dataset
+    study.method = spec["conditions"][0]["method"]
+    study.status = StudyStatus.DRAFT
+    study.max_participants = spec["recruitment"].get("max_participants")
+    if spec["completion"].get("code"):
+        study.completion_code = spec["completion"]["code"]
+    if spec["recruitment"]["mode"] == "classroom" and not study.join_code:
+        study.join_code = _join_code()
+    study.spec = {
+        **spec,
+        "resolved": {
+            "arms": [a.name for a in arms],
+            "main_items": [p.item.name for p in main],
+            "practice_items": [p.item.name for p in practice],
+        },
+    }
+    study.save()
+    builder = _TrialBuilder(study, model, explanations, conditions, spec)
+    names = list(conditions)
+    for arm in arms:
+        for block, task in enumerate(arm.tasks):
+            for plan in practice:
+                builder.add(
+                    arm.name, block, TrialKind.PRACTICE, task, arm.condition_for(0, names), plan
+                )
+            for pos, plan in enumerate(main):
+                builder.add(
+                    arm.name, block, TrialKind.MAIN, task, arm.condition_for(pos, names), plan
+                )
+            if task != TaskType.REGION_ANNOTATION:
+                for j in range(spec["trials"]["attention_checks"]):
+                    pos = (j * 7 + 3) % len(main)
+                    builder.add(
+                        arm.name,
+                        block,
+                        TrialKind.ATTENTION,
+                        task,
+                        arm.condition_for(pos, names),
+                        main[pos],
+                        check=j,
+                    )
+    for j, q in enumerate(spec["questionnaires"]):
+        builder.survey(100 + j, q)
+
+
+def _join_code() -> str:
+    alphabet = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O, 1/I
+    while True:
+        code = "".join(random.SystemRandom().choice(alphabet) for _ in range(6))
+        if not Study.objects.filter(join_code=code).exists():
+            return code
+
+
+def _item_plans(spec, model, dataset, methods) -> list[_ItemPlan]:
+    items = dataset.items.all().order_by("id")
+    sel = spec.get("items") or {}
+    if sel.get("split"):
+        items = items.filter(split=sel["split"])
+    if sel.get("names"):
+        items = items.filter(name__in=sel["names"])
+        missing = set(sel["names"]) - set(items.values_list("name", flat=True))
+        if missing:
+            raise StudyDesignError(f"items.names: not in the dataset: {sorted(missing)}")
+    predictions = {
+        p.item_id: p for p in Prediction.objects.filter(model=model, item__dataset=dataset)
+    }
+    have = set(
+        Explanation.objects.filter(
+            model=model, item__dataset=dataset, method__in=methods
+        ).values_list("item_id", "method", "target_index")
+    )
+    k = min(4, model.num_classes)
+    plans, skipped = [], 0
+    for item in items.select_related("dataset"):
+        prediction, truth = predictions.get(item.pk), item.label_for(model)
+        if prediction is None or truth is None:
+            skipped += 1
+            continue
+        candidates = _candidates(prediction, truth, k)
+        needed = set(candidates) | {prediction.predicted_index}
+        if len(candidates) != k or any(
+            (item.pk, m, c) not in have for m in methods for c in needed
+        ):
+            skipped += 1
+            continue
+        plans.append(
+            _ItemPlan(item, prediction, truth, prediction.predicted_index == truth, candidates)
+        )
+        if sel.get("limit") and len(plans) >= sel["limit"]:
+            break
+    if not plans:
+        raise StudyDesignError(
+            "no labelled item has a prediction and explanations for every condition's method "
+            f"({', '.join(sorted(methods)) or 'none'}); run an explanation job first"
+        )
+    return plans
+
+
+def _check_counts(spec: dict, main: list[_ItemPlan]) -> None:
+    trials = spec["trials"]
+    n_right = sum(p.correct for p in main)
+    n_wrong = len(main) - n_right
+    if trials.get("model_correct") is not None:
+        if trials["model_correct"] > n_right or trials["model_incorrect"] > n_wrong:
+            raise StudyDesignError(
+                f"trials: {trials['model_correct']} model-correct + "
+                f"{trials['model_incorrect']} model-incorrect trials asked, but the main items "
+                f"have {n_right} where the model is right and {n_wrong} where it is wrong"
+            )
+    elif trials.get("per_participant") and trials["per_participant"] > len(main):
+        raise StudyDesignError(
+            f"trials.per_participant: {trials['per_participant']} asked, "
+            f"{len(main)} main items available"
+        )
+
+
+class _TrialBuilder:
+    def __init__(self, study, model, explanations, conditions, spec):
+        self.study, self.model = study, model
+        self.explanations, self.conditions = explanations, conditions
+        self.wording = {
+            t["type"]: {k: v for k, v in t.items() if k != "type"} for t in spec["tasks"]
+        }
+        self.stimuli = _Stimuli(study, model)
+        self.index = 0
+
+    def _saliency(self, plan: _ItemPlan, method: str, target: int) -> np.ndarray:
+        return explanation_array_load(self.explanations[(plan.item.pk, method, target)])
+
+    def _next_index(self) -> int:
+        self.index += 1
+        return self.index - 1
+
+    def add(self, arm, block, kind, task, condition, plan: _ItemPlan, check: int | None = None):
+        method = self.conditions[condition]["method"]
+        explained = method != NO_EXPLANATION
+        item, model = plan.item, self.model
+        view = self.stimuli.view(item)
+        stimuli = {"photo": self.stimuli.save((item.pk, "photo"), lambda: view)}
+        options, option_classes, correct_value = [], {}, ""
+        config = dict(self.wording.get(task, {}))
+        config["explained"] = explained
+        if task in SCALES:
+            options = [{"value": v, "label": label} for v, label in SCALES[task]]
+        if task == TaskType.AGREEMENT and explained:
+            pred = plan.prediction.predicted_index
+            stimuli["heatmap"] = self.stimuli.save(
+                (item.pk, method, "each", pred),
+                lambda: rendering.overlay(
+                    view, rendering.normalize_each(self._saliency(plan, method, pred)[None])[0]
+                ),
+            )
+        elif task in (TaskType.DISTINCTION, TaskType.OUTPUT_PREDICTION):
+            order = list(plan.candidates)
+            random.Random(f"{self.study.pk}:{item.pk}").shuffle(order)
+            joint = None
+            if explained:
+                maps = np.stack([self._saliency(plan, method, c) for c in order])
+                joint = rendering.normalize_jointly(maps)
+            for pos, cls in enumerate(order):
+                option = {"value": str(pos), "label": model.class_name(cls)}
+                if joint is not None:
+                    slot = f"h{pos}"
+                    saliency = joint[pos]
+                    stimuli[slot] = self.stimuli.save(
+                        (item.pk, method, "joint", tuple(order), pos),
+                        lambda s=saliency: rendering.overlay(view, s),
+                    )
+                    option["image"] = slot
+                options.append(option)
+                option_classes[str(pos)] = cls
+            key_class = (
+                plan.truth if task == TaskType.DISTINCTION else plan.prediction.predicted_index
+            )
+            correct_value = str(order.index(key_class))
+        elif task == TaskType.SIMILARITY:
+            pred = plan.prediction.predicted_index
+            prototype = self._prototype(plan, method)
+            if prototype is None:
+                return None  # no other item predicted as this class: nothing to compare
+            stimuli["region"] = self.stimuli.save(
+                (item.pk, method, "crop", pred),
+                lambda: _peak_crop(view, self._saliency(plan, method, pred), SIMILARITY_CROP),
+            )
+            proto_view = self.stimuli.view(prototype.item)
+            stimuli["prototype"] = self.stimuli.save(
+                (prototype.item.pk, method, "crop", pred),
+                lambda: _peak_crop(
+                    proto_view, self._saliency(prototype, method, pred), SIMILARITY_CROP
+                ),
+            )
+        elif task == TaskType.REGION_ANNOTATION:
+            config["size"] = list(view.shape[:2])
+        if kind == TrialKind.ATTENTION:
+            target = options[-1] if options else None
+            if target is None:
+                return None
+            correct_value = target["value"]
+            config["attention"] = (
+                f"This is an attention check. Please choose \u201c{target['label']}\u201d, "
+                "whatever you see."
+            )
+            config["check"] = check
+        if kind == TrialKind.PRACTICE and task == TaskType.AGREEMENT:
+            config["feedback_key"] = "model_correct"
+        return Trial.objects.create(
+            study=self.study,
+            index=self._next_index(),
+            block=block,
+            kind=kind,
+            arm=arm,
+            condition=condition,
+            task_type=task,
+            item=item,
+            predicted_index=plan.prediction.predicted_index,
+            predicted_label=model.class_name(plan.prediction.predicted_index),
+            true_index=plan.truth,
+            model_correct=plan.correct,
+            options=options,
+            option_classes=option_classes,
+            correct_value=correct_value,
+            stimuli=stimuli,
+            config=config,
+        )
+
+    def _prototype(self, plan: _ItemPlan, method: str) -> _ItemPlan | None:
+        """The most confident other item predicted as the same class (a stand-in prototype
+        until the model has learned prototypes of its own)."""
+        best = None
+        for (item_id, m, target), _ in self.explanations.items():
+            if m != method or target != plan.prediction.predicted_index or item_id == plan.item.pk:
+                continue
+            other = Prediction.objects.filter(model=self.model, item_id=item_id).first()
+            if other is None or other.predicted_index != target:
+                continue
+            if best is None or other.probability > best.prediction.probability:
+                best = _ItemPlan(other.item, other, -1, False, [])
+        return best
+
+    def survey(self, block: int, q: dict) -> Trial:
+        task = q["type"]
+        options = [{"value": v, "label": label} for v, label in SCALES.get(task, [])]
+        return Trial.objects.create(
+            study=self.study,
+            index=self._next_index(),
+            block=block,
+            kind=TrialKind.SURVEY,
+            arm="",
+            task_type=task,
+            options=options,
+            config={k: v for k, v in q.items() if k != "type"},
+        )
+
+
+def study_launch(*, study: Study) -> Study:
+    """Open a draft study to participants; its spec is frozen from now on.
+
+    Raises:
+        StudyDesignError: the study is closed.
+    """
+    if study.status == StudyStatus.CLOSED:
+        raise StudyDesignError("a closed study cannot be launched again")
+    study.status = StudyStatus.OPEN
+    if study.launched_at is None:
+        study.launched_at = timezone.now()
+    study.save(update_fields=["status", "launched_at"])
+    return study
+
+
+def trial_rows_load(study: Study) -> list[dict]:
+    """The fields of every trial that :func:`trial_order_draw` needs (one query)."""
+    return list(study.trials.values("id", "arm", "block", "kind", "index", "model_correct"))
+
+
+def trial_order_draw(
+    study: Study, arm: str, seed: int, *, rows: list[dict] | None = None
+) -> list[int]:
+    """A participant's trial ids in order, drawn with ``seed`` (recorded on the participant).
+
+    Per task block: the practice trials (fixed order), then the main trials (the
+    model-correct / model-incorrect counts of the spec, or ``per_participant``, or all),
+    shuffled unless the order is "fixed", with the attention checks spread evenly among them;
+    then the questionnaires. Same seed, same order.
+    """
+    spec = study.spec
+    trials_spec = spec.get("trials", {})
+    rng = random.Random(seed)
+    rows = [
+        r for r in (rows if rows is not None else trial_rows_load(study)) if r["arm"] in (arm, "")
+    ]
+    order: list[int] = []
+    for block in sorted({r["block"] for r in rows if r["kind"] != TrialKind.SURVEY}):
+        in_block = [r for r in rows if r["block"] == block]
+        by_index = sorted(in_block, key=lambda r: r["index"])
+        practice = [r["id"] for r in by_index if r["kind"] == TrialKind.PRACTICE]
+        main = [r for r in by_index if r["kind"] == TrialKind.MAIN]
+        checks = [r["id"] for r in by_index if r["kind"] == TrialKind.ATTENTION]
+        if trials_spec.get("model_correct") is not None:
+            right = [r for r in main if r["model_correct"]]
+            wrong = [r for r in main if not r["model_correct"]]
+            main = rng.sample(right, trials_spec["model_correct"]) + rng.sample(
+                wrong, trials_spec["model_incorrect"]
+            )
+        elif trials_spec.get("per_participant"):
+            main = rng.sample(main, min(trials_spec["per_participant"], len(main)))
+        ids = [r["id"] for r in main]
+        if trials_spec.get("order", "random") == "random":
+            rng.shuffle(ids)
+        else:
+            ids = [r["id"] for r in sorted(main, key=lambda r: r["index"])]
+        for j, check in enumerate(checks):
+            at = round((j + 1) * len(ids) / (len(checks) + 1)) + j
+            ids.insert(at, check)
+        order += practice + ids
+    order += [
+        r["id"] for r in sorted(rows, key=lambda r: r["index"]) if r["kind"] == TrialKind.SURVEY
+    ]
+    return order
