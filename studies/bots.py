@@ -187,6 +187,7 @@ class BotResult:
     completion_code: str
     answers: int
     pages: int
+    trail: list[str] = field(default_factory=list)  # "path (heading)" of each page seen
 
 
 def bot_run(
@@ -196,6 +197,7 @@ def bot_run(
     policy: str = "uniform",
     seed: int | None = None,
     max_pages: int = 500,
+    text_fields: dict[str, str] | None = None,
 ) -> BotResult:
     """Take a study from its start link to the debrief page.
 
@@ -204,6 +206,8 @@ def bot_run(
         start_path: the study's start link, including ``SIMULATION_KEY`` and ``BOT_POLICY``
             query parameters for a simulated participant.
         policy: one of :data:`BOT_POLICIES`.
+        text_fields: values for one-line text inputs by name (e.g. a classroom roster
+            ``{"name": "Ada Lovelace"}``, a join code ``{"code": "ABC234"}``).
 
     Returns:
         The completion code shown on the debrief page and the number of answers given.
@@ -217,16 +221,19 @@ def bot_run(
     page = transport.get(start_path)
     answers = 0
     tried_invalid = False
+    trail: list[str] = []
     for count in range(1, max_pages + 1):
         if page.status != 200:
             raise BotError(f"{page.url} answered HTTP {page.status}")
+        heading = page.text.split("<h1>", 1)[1].split("</h1>", 1)[0] if "<h1>" in page.text else ""
+        trail.append(f"{page.url} ({heading.strip()})")
         leaked = [w for w in FORBIDDEN_IN_PAGES if w in page.text]
         if leaked:
             raise BotError(f"{page.url} shows server-only fields {leaked}")
         parsed = parse_page(page.text)
         if 'id="completion-code"' in page.text:
             code = page.text.split('id="completion-code">', 1)[1].split("<", 1)[0].strip()
-            return BotResult(completion_code=code, answers=answers, pages=count)
+            return BotResult(completion_code=code, answers=answers, pages=count, trail=trail)
         if not parsed.forms:
             raise BotError(f"{page.url}: no form and no completion code")
         form = parsed.forms[0]
@@ -235,6 +242,9 @@ def bot_run(
             if image.status != 200:
                 raise BotError(f"image {src} answered HTTP {image.status}")
         data: dict = dict(form.fields)
+        for name, value in (text_fields or {}).items():
+            if name in form.fields:
+                data[name] = value
         if "consent" in form.choices:
             data["consent"] = "yes"
         elif form.attrs.get("id") == "trial-form":

@@ -182,7 +182,7 @@ def participant_enroll(
         with transaction.atomic():
             participant = Participant.objects.create(
                 study=study,
-                crowd_source=crowd_source if crowd_id else CrowdSource.PUBLIC,
+                crowd_source=crowd_source,
                 crowd_id_hash=hashed,
                 prolific_study_id=prolific_study_id.strip()[:64],
                 prolific_session_id=prolific_session_id.strip()[:64],

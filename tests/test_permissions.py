@@ -68,6 +68,14 @@ RESEARCHER_EXPECTED: dict[str, tuple[int, ...]] = {
     "api_job":           (200,  200,  200,     200,    403,      403),
     "api_dataset_items": (201,  201,  403,     403,    403,      403),
     "admin":             (200,  200,  302,     302,    302,      302),
+    # study engine pages: creating one's own study needs a login only; the rest are owner-only
+    "study_new":         (200,  200,  200,     200,    302,      302),
+    "study_edit":        (302,  404,  404,     404,    302,      302),  # frozen: to detail
+    "study_live":        (200,  404,  404,     404,    302,      302),
+    "study_live_json":   (200,  404,  404,     404,    302,      302),
+    "study_preview":     (302,  404,  404,     404,    302,      302),  # owner: to the preview
+    "study_pilot":       (302,  404,  404,     404,    302,      302),  # owner: to the live page
+    "study_pause":       (302,  404,  404,     404,    302,      302),  # owner: to the detail page
 }
 
 # The token is the credential: the same status for every role holding it.
@@ -192,9 +200,21 @@ def _researcher_request(endpoint: str, client: Client, w: dict, seed: int):
         "overlay_png": f"/r/explanations/{expl.pk}/overlay.png",
         "api_job": f"/api/jobs/{job.pk}/",
         "admin": "/admin/",
+        "study_new": "/r/studies/new/",
+        "study_edit": f"/r/studies/{slug}/edit/",
+        "study_live": f"/r/studies/{slug}/live/",
+        "study_live_json": f"/r/studies/{slug}/live/?format=json",
+    }
+    posts = {
+        "study_preview": (f"/r/studies/{slug}/preview/", {}),
+        "study_pilot": (f"/r/studies/{slug}/pilot/", {"bots": "1"}),
+        "study_pause": (f"/r/studies/{slug}/pause/", {}),
     }
     if endpoint in gets:
         return gets[endpoint], client.get(gets[endpoint])
+    if endpoint in posts:
+        url, data = posts[endpoint]
+        return url, client.post(url, data)
     assert endpoint == "api_dataset_items"
     url = f"/api/datasets/{w['dataset'].pk}/items/"
     return url, client.post(url, {"file": _upload_png(seed)})
@@ -209,7 +229,7 @@ def test_researcher_endpoint_statuses_per_role(world, endpoint):
         url, response = _researcher_request(endpoint, world["clients"][role], world, seed)
         actual[role] = response.status_code
         bodies[role] = response
-        if response.status_code == 302:
+        if response.status_code == 302 and role != "owner":
             # every refusal of a page is a redirect to the login, never somewhere else
             assert response["Location"].startswith("/admin/login/?next="), (role, url)
     assert actual == expected
@@ -226,6 +246,14 @@ def test_researcher_endpoint_statuses_per_role(world, endpoint):
     if endpoint == "overlay_png":
         assert bodies["owner"]["Content-Type"] == "image/png"
         assert Image.open(io.BytesIO(b"".join(bodies["owner"].streaming_content))).size == (16, 16)
+    if endpoint == "study_preview":
+        assert bodies["owner"]["Location"].startswith("/p/")
+        assert Participant.objects.filter(is_preview=True).count() == 1
+    if endpoint == "study_pause":
+        world["study"].refresh_from_db()
+        assert world["study"].status == "paused"
+    if endpoint == "study_pilot":
+        assert Participant.objects.filter(is_simulated=True, stage="debrief").count() == 1
     if endpoint == "responses_csv":
         assert len(bodies["owner"].content.decode().strip().splitlines()) == 2  # header + 1
 

@@ -584,3 +584,41 @@ def test_power_simulation_finds_a_large_effect_and_respects_alpha(make_study):
     null = ResponseModel(default_accuracy=0.7)
     alpha = power_simulation(study, null, [40], n_sims=100, seed=3)["power"].iloc[0]
     assert alpha <= 0.12  # Fisher's exact test is conservative: at most ~alpha
+
+
+@pytest.mark.parametrize(
+    "recruitment",
+    [
+        {"mode": "public"},
+        {"mode": "prolific"},
+        {"mode": "mturk"},
+        {"mode": "classroom", "roster": ["Ada Lovelace", "Alan Turing"]},
+        {"mode": "classroom"},
+    ],
+    ids=["public", "prolific", "mturk", "classroom-roster", "classroom-open"],
+)
+def test_study_pilot_command_walks_bots_in_every_recruitment_mode(
+    make_study, recruitment, tmp_path
+):
+    from django.core.management import call_command
+
+    study = make_study(
+        recruitment=recruitment,
+        trials={"practice": 1, "attention_checks": 1},
+        questionnaires=[{"type": "demographics"}],
+    )
+    record = tmp_path / "pilot.json"
+    call_command("study_pilot", study.slug, "--bots", "2", "--record", str(record))
+    data = json.loads(record.read_text())
+    assert data["mode"] == recruitment["mode"]
+    assert all(b["completion_code_ok"] for b in data["bots"]) and len(data["bots"]) == 2
+    people = Participant.objects.filter(study=study)
+    assert people.count() == 2 and all(p.is_simulated for p in people)
+    assert {p.crowd_source for p in people} == {
+        {"public": "", "prolific": "prolific", "mturk": "mturk", "classroom": "classroom"}[
+            recruitment["mode"]
+        ]
+    }
+    if recruitment.get("roster"):
+        assert sorted(p.roster_name for p in people) == ["Ada Lovelace", "Alan Turing"]
+        assert data["bots"][0]["pages"][0].startswith(f"/j/{study.join_code}/")
