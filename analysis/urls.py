@@ -8,4 +8,5 @@ urlpatterns = [
     path("r/studies/<slug:slug>/results/", views.study_results_page, name="results"),
     path("r/studies/<slug:slug>/results.png", views.study_results_plot, name="results-plot"),
     path("r/studies/<slug:slug>/responses.csv", views.study_results_csv, name="results-csv"),
+    path("r/studies/<slug:slug>/spec.yaml", views.study_spec_yaml, name="spec-yaml"),
 ]

@@ -57,3 +57,18 @@ def study_results_csv(request: HttpRequest, slug: str) -> HttpResponse:
     response = HttpResponse(frame.to_csv(index=False), content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="{study.slug}-responses.csv"'
     return response
+
+
+@login_required
+def study_spec_yaml(request: HttpRequest, slug: str) -> HttpResponse:
+    """The study's spec as launched (frozen), with the resolved arms and items, as YAML: the
+    design that goes with the exported responses."""
+    import yaml
+
+    study = study_get_for_user(request.user, slug)
+    when = f"frozen at launch {study.launched_at.isoformat()}" if study.launched_at else "(draft)"
+    header = f"# {study.title}: spec {when}\n"
+    body = header + yaml.safe_dump(study.spec, sort_keys=False, allow_unicode=True)
+    response = HttpResponse(body, content_type="application/yaml; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="{study.slug}-spec.yaml"'
+    return response

@@ -5,14 +5,18 @@ from __future__ import annotations
 
 from django.db.models import Count, Q, QuerySet
 from django.urls import reverse
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers
 from rest_framework.generics import ListAPIView, RetrieveAPIView
+from rest_framework.response import Response
 
 from explanations.api import ErrorSerializer
 
+from . import design
 from .models import Study
 from .researcher_views import study_get_for_user
+from .spec import SpecError
 
 
 def studies_for_user(user) -> QuerySet:
@@ -57,8 +61,12 @@ class StudySerializer(serializers.ModelSerializer):
             "n_participants",
             "n_completed",
             "start_url",
+            "join_code",
             "created_at",
+            "launched_at",
+            "spec",
         ]
+        read_only_fields = fields
 
     def get_start_url(self, study: Study) -> str:
         """The participant link (absolute when the request is known)."""
@@ -67,14 +75,44 @@ class StudySerializer(serializers.ModelSerializer):
         return request.build_absolute_uri(path) if request else path
 
 
+class StudyCreateSerializer(serializers.Serializer):
+    spec = serializers.JSONField(help_text="A study spec (see /api/study-spec.schema.json).")
+    launch = serializers.BooleanField(default=False, help_text="Open it now (freezes the spec).")
+
+
 class StudyListApi(ListAPIView):
     """``GET /api/studies/``: your studies (every study for a superuser), newest first, with
-    trial, participant and completion counts (paginated)."""
+    trial, participant and completion counts (paginated). ``POST``: create one from a spec
+    (a draft unless ``launch``); 400 lists every fault with its field path."""
 
     serializer_class = StudySerializer
 
     def get_queryset(self):
         return studies_for_user(self.request.user)
+
+    @extend_schema(
+        request=StudyCreateSerializer,
+        responses={
+            201: StudySerializer,
+            400: OpenApiResponse(OpenApiTypes.OBJECT, description="{'errors': [...]}"),
+        },
+    )
+    def post(self, request):
+        body = StudyCreateSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        spec = body.validated_data["spec"]
+        if not isinstance(spec, dict):
+            return Response({"errors": ["spec: must be an object"]}, status=400)
+        try:
+            study = design.study_create(
+                spec=spec, owner=request.user, open_now=body.validated_data["launch"]
+            )
+        except SpecError as exc:
+            return Response({"errors": exc.errors}, status=400)
+        except design.StudyDesignError as exc:
+            return Response({"errors": [str(exc)]}, status=400)
+        study = studies_for_user(request.user).get(pk=study.pk)
+        return Response(StudySerializer(study, context={"request": request}).data, status=201)
 
 
 @extend_schema(

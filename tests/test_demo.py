@@ -43,4 +43,3 @@ def test_demo_runs_a_whole_study_through_a_real_celery_worker(tmp_path):
     assert counts[("agreement", "model right")] + counts[("agreement", "model wrong")] == 14
     assert "password 'pw-demo'" in out and "/admin/login/?next=/r/" in out
     assert (tmp_path / "db.sqlite3").exists()
-

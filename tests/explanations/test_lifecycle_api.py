@@ -56,7 +56,9 @@ def test_dataset_create_service_and_api(researcher):
     with pytest.raises(ValueError, match="unique"):
         dataset_create(name="Dup", class_names=["a", "a"])
     client = api(researcher)
-    created = client.post("/api/datasets/", {"name": "Cats", "class_names": ["tabby"]}, format="json")
+    created = client.post(
+        "/api/datasets/", {"name": "Cats", "class_names": ["tabby"]}, format="json"
+    )
     assert created.status_code == 201 and created.json()["class_names"] == ["tabby"]
     assert Dataset.objects.get(name="Cats").owner == researcher
     assert client.post("/api/datasets/", {"name": "Cats"}, format="json").status_code == 409

@@ -622,3 +622,31 @@ def test_study_pilot_command_walks_bots_in_every_recruitment_mode(
     if recruitment.get("roster"):
         assert sorted(p.roster_name for p in people) == ["Ada Lovelace", "Alan Turing"]
         assert data["bots"][0]["pages"][0].startswith(f"/j/{study.join_code}/")
+
+
+def test_the_frozen_spec_is_exported_with_the_results_and_studies_come_from_the_api(
+    engine_world, researcher
+):
+    import yaml
+
+    model, dataset = engine_world
+    api = Client()
+    api.force_login(researcher)
+    bad = api.post("/api/studies/", {"spec": {"version": 1}}, content_type="application/json")
+    assert (
+        bad.status_code == 400
+        and "(top level): 'title' is a required property" in bad.json()["errors"]
+    )
+    made = api.post(
+        "/api/studies/",
+        {"spec": spec_for(model, dataset, trials={"seed": 5}), "launch": True},
+        content_type="application/json",
+    )
+    assert made.status_code == 201
+    body = made.json()
+    assert body["status"] == "open" and body["spec"]["trials"]["seed"] == 5 and body["launched_at"]
+    exported = api.get(f"/r/studies/{body['slug']}/spec.yaml")
+    assert exported["Content-Type"].startswith("application/yaml")
+    spec = yaml.safe_load(exported.content)
+    assert spec["trials"]["seed"] == 5 and spec["resolved"]["arms"] == ["gradcam/agreement"]
+    assert Client().get(f"/r/studies/{body['slug']}/spec.yaml").status_code == 302  # login
