@@ -212,7 +212,16 @@ class ExplanationJob(models.Model):
     model = models.ForeignKey(ClassifierModel, on_delete=models.CASCADE, related_name="jobs")
     dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="jobs")
     method = models.CharField(max_length=50)
+    params = models.JSONField(
+        default=dict, blank=True, help_text="Method parameters (the explainer's defaults if empty)."
+    )
     top_k = models.PositiveSmallIntegerField(default=4)
+    batch_size = models.PositiveIntegerField(
+        default=16, help_text="Items per worker task: a job is split into batches."
+    )
+    evaluate = models.BooleanField(
+        default=False, help_text="Also compute deletion/insertion AUC for every map."
+    )
     status = models.CharField(max_length=20, choices=JobStatus.choices, default=JobStatus.PENDING)
     total_items = models.PositiveIntegerField(default=0)
     done_items = models.PositiveIntegerField(default=0)
@@ -239,6 +248,26 @@ class ExplanationJob(models.Model):
     @property
     def is_finished(self) -> bool:
         return self.status in (JobStatus.SUCCEEDED, JobStatus.FAILED)
+
+    @property
+    def rate(self) -> float | None:
+        """Items finished per second since the job started (None before any finished)."""
+        finished = self.done_items + self.failed_items
+        if not finished or self.started_at is None:
+            return None
+        end = self.finished_at or timezone.now()
+        seconds = max((end - self.started_at).total_seconds(), 1e-3)
+        return finished / seconds
+
+    @property
+    def eta_seconds(self) -> float | None:
+        """Seconds left at the current rate (None when unknown; 0 when finished)."""
+        if self.is_finished:
+            return 0.0
+        rate = self.rate
+        if not rate:
+            return None
+        return (self.total_items - self.done_items - self.failed_items) / rate
 
 
 class DatasetImportJob(models.Model):
@@ -306,19 +335,56 @@ class Explanation(models.Model):
         null=True, blank=True, help_text="0-based rank of the target in the prediction."
     )
     params = models.JSONField(default=dict)
+    params_key = models.CharField(
+        max_length=64,
+        blank=True,
+        help_text="SHA-256 of the method and its resolved parameters: the cache key, with "
+        "model, item and target (the model and item rows are immutable, by checksum).",
+    )
     array = models.FileField(upload_to="explanations/arrays/")
     overlay = models.FileField(upload_to="explanations/overlays/")
     max_value = models.FloatField()
+    min_value = models.FloatField(default=0.0)
+    degenerate = models.BooleanField(
+        default=False, help_text="The method gave an all-zero (or no positive) map."
+    )
+    deletion_auc = models.FloatField(null=True, blank=True, help_text="Petsiuk et al. 2018.")
+    insertion_auc = models.FloatField(null=True, blank=True, help_text="Petsiuk et al. 2018.")
     duration_ms = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
         constraints = [
             models.UniqueConstraint(
-                fields=["model", "item", "method", "target_index"], name="explanation_unique"
+                fields=["model", "item", "method", "params_key", "target_index"],
+                name="explanation_unique",
             ),
         ]
         ordering = ["item_id", "target_rank", "target_index"]
 
     def __str__(self) -> str:
         return f"{self.method} of {self.item} for class {self.target_index}"
+
+
+class MethodCheck(models.Model):
+    """A per-method, per-model sanity check stored beside the human results.
+
+    ``name`` is ``model_randomisation`` (Adebayo et al., NeurIPS 2018) or
+    ``input_invariance`` (Kindermans et al., 2017); ``result`` holds the check's numbers
+    (``explanations.evaluation`` dataclasses as dicts); ``passed`` its verdict.
+    """
+
+    model = models.ForeignKey(ClassifierModel, on_delete=models.CASCADE, related_name="+")
+    method = models.CharField(max_length=50)
+    params_key = models.CharField(max_length=64, blank=True)
+    name = models.CharField(max_length=40, help_text="model_randomisation | input_invariance")
+    item = models.ForeignKey(Item, on_delete=models.SET_NULL, null=True, related_name="+")
+    passed = models.BooleanField(null=True)
+    result = models.JSONField(default=dict)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["model_id", "method", "name", "-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.name} of {self.method} on {self.model}: {self.passed}"

@@ -25,7 +25,19 @@ import matplotlib
 import numpy as np
 from PIL import Image
 
-__all__ = ["normalize_each", "normalize_jointly", "overlay", "to_png_bytes"]
+__all__ = [
+    "normalize_each",
+    "normalize_jointly",
+    "overlay",
+    "overlays",
+    "panel_png",
+    "to_png_bytes",
+]
+
+#: Colour map of non-negative maps (0 = blue ... max = red) and of signed maps (negative =
+#: blue, 0 = white, positive = red, symmetric around 0).
+SEQUENTIAL_CMAP = "jet"
+DIVERGING_CMAP = "bwr"
 
 
 def _check_maps(maps: np.ndarray) -> np.ndarray:
@@ -168,3 +180,85 @@ def to_png_bytes(image: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(image)).save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def overlays(
+    image: np.ndarray, maps: np.ndarray, *, joint: bool = False, alpha: float = 0.5
+) -> list[np.ndarray]:
+    """Colour-mapped overlays of ``T`` maps of one image, choosing the display by sign.
+
+    Non-negative maps (Grad-CAM, RISE, saliency magnitudes) are normalised by
+    :func:`normalize_each` (or :func:`normalize_jointly` when ``joint``) and shown with the
+    sequential map :data:`SEQUENTIAL_CMAP`. Signed maps (Integrated Gradients, guided
+    backpropagation, occlusion, LIME) keep their sign: each is divided by its maximum absolute
+    value (or one value for all when ``joint``), mapped from ``[-1, 1]`` to ``[0, 1]`` and shown
+    with the diverging map :data:`DIVERGING_CMAP`, white at 0.
+
+    Args:
+        image: ``uint8`` ``(H, W, 3)``.
+        maps: real ``(T, H, W)``, finite.
+        joint: one normalisation for all maps (intensities comparable across them).
+        alpha: heatmap weight in ``[0, 1]``.
+
+    Returns:
+        ``T`` new ``uint8`` ``(H, W, 3)`` arrays.
+
+    Raises:
+        ValueError: as :func:`overlay`; NaN/inf or a wrong shape in ``maps``.
+    """
+    array = np.asarray(maps, dtype=np.float32)
+    if array.ndim != 3 or not np.all(np.isfinite(array)):
+        raise ValueError(f"maps must be finite with shape (T, H, W), got {array.shape}")
+    if float(array.min()) >= 0:
+        scaled = normalize_jointly(array) if joint else normalize_each(array)
+        return [overlay(image, m, alpha=alpha, cmap=SEQUENTIAL_CMAP) for m in scaled]
+    peaks = np.abs(array).max(axis=(1, 2), keepdims=True)
+    if joint:
+        peaks = np.full_like(peaks, float(np.abs(array).max()))
+    safe = np.where(peaks > 0, peaks, np.float32(1))
+    centred = np.clip((array / safe + 1.0) / 2.0, 0.0, 1.0).astype(np.float32)
+    return [overlay(image, m, alpha=alpha, cmap=DIVERGING_CMAP) for m in centred]
+
+
+def panel_png(rows: list[tuple[str, list[tuple[str, np.ndarray]]]], *, title: str = "") -> bytes:
+    """Side-by-side panel: one row per image, one column per (caption, RGB image).
+
+    Args:
+        rows: ``[(row label, [(column caption, uint8 (H, W, 3)), ...]), ...]``; rows may have
+            different lengths.
+        title: figure title.
+
+    Returns:
+        PNG bytes (matplotlib, Agg backend).
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    n_cols = max(len(cells) for _, cells in rows)
+    fig = Figure(figsize=(1.9 * n_cols, 2.0 * len(rows) + 0.4))
+    FigureCanvasAgg(fig)  # no pyplot: thread-safe in web and worker processes
+    axes = fig.subplots(len(rows), n_cols, squeeze=False)
+    for r, (label, cells) in enumerate(rows):
+        for c in range(n_cols):
+            ax = axes[r][c]
+            ax.axis("off")
+            if c < len(cells):
+                caption, picture = cells[c]
+                ax.imshow(picture)
+                ax.set_title(caption if r == 0 or c == 0 else "", fontsize=8)
+        axes[r][0].text(
+            -0.08,
+            0.5,
+            label,
+            transform=axes[r][0].transAxes,
+            rotation=90,
+            va="center",
+            ha="right",
+            fontsize=8,
+        )
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    return buf.getvalue()

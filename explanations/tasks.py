@@ -28,10 +28,11 @@ logger = logging.getLogger(__name__)
     time_limit=6 * 3600 + 60,
     max_retries=8,
 )
-def explanation_job_run_task(self, job_id: int) -> None:
-    """Run :func:`explanations.services.explanation_job_run` for ``job_id``."""
+def explanation_job_run_task(self, job_id: int, item_ids: list[int] | None = None) -> None:
+    """Run :func:`explanations.services.explanation_job_run` for ``job_id`` (one batch of
+    items, or every pending item when ``item_ids`` is None)."""
     try:
-        services.explanation_job_run(job_id=job_id)
+        services.explanation_job_run(job_id=job_id, item_ids=item_ids)
     except Exception as exc:
         if not services._is_transient(exc):
             raise

@@ -228,7 +228,10 @@ def _build(study: Study, spec: dict) -> None:
     arms = arms_build(spec)
     explanations = {
         (e.item_id, e.method, e.target_index): e
-        for e in Explanation.objects.filter(model=model, item__dataset=dataset, method__in=methods)
+        # several parameter variants of a method: the most recent artifact wins
+        for e in Explanation.objects.filter(
+            model=model, item__dataset=dataset, method__in=methods
+        ).order_by("created_at", "id")
     }
     study.title = spec["title"]
     study.model, study.dataset = model, dataset

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import logging
 import time
 from datetime import datetime, timedelta
@@ -49,18 +51,54 @@ def explainer_classes() -> dict[str, type[Explainer]]:
     return build_registry(settings.STUDYPLATFORM_EXPLAINERS)
 
 
+def explanation_params_key(method: str, params: dict) -> str:
+    """The cache key of a method with its resolved parameters: SHA-256 (64 hex chars) of
+    canonical JSON. With the model and item rows (immutable, identified by checksum) and the
+    target class it names one artifact: asking again costs nothing, another parameter value
+    makes a new artifact and never overwrites."""
+    blob = json.dumps({"method": method, "params": params}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
 def explanation_job_create(
-    *, model: ClassifierModel, dataset: Dataset, method: str = "gradcam", top_k: int = 4
+    *,
+    model: ClassifierModel,
+    dataset: Dataset,
+    method: str = "gradcam",
+    top_k: int = 4,
+    params: dict | None = None,
+    batch_size: int = 16,
+    evaluate: bool = False,
 ) -> ExplanationJob:
     """Create a job over every item of ``dataset`` and enqueue it once the transaction commits.
 
+    Args:
+        params: the method's parameters (names from the explainer's ``accepted_params``);
+            empty = the paper defaults the explainer documents.
+        batch_size: items per worker task (the job is split into batches on the ``gpu``
+            queue), >= 1.
+        evaluate: also compute deletion/insertion AUC (Petsiuk et al. 2018) for every map.
+
     Raises:
-        ValueError: unknown method, top_k outside 1..num_classes, or an empty dataset.
+        ValueError: unknown method or parameter, top_k outside 1..num_classes, batch_size < 1,
+            or an empty dataset.
     """
-    if method not in explainer_classes():
+    classes = explainer_classes()
+    if method not in classes:
+        raise ValueError(f"unknown explanation method {method!r}; enabled: {sorted(classes)}")
+    params = dict(params or {})
+    unknown = sorted(set(params) - set(classes[method].accepted_params))
+    if unknown:
         raise ValueError(
-            f"unknown explanation method {method!r}; enabled: {sorted(explainer_classes())}"
+            f"{method} does not accept parameter(s) {unknown}; "
+            f"accepted: {sorted(classes[method].accepted_params)}"
         )
+    try:
+        json.dumps(params)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"params must be JSON: {exc}") from None
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if not 1 <= top_k <= model.num_classes:
         raise ValueError(f"top_k must be in 1..{model.num_classes}, got {top_k}")
     items = list(dataset.items.all())
@@ -73,19 +111,65 @@ def explanation_job_create(
         )
     with transaction.atomic():
         job = ExplanationJob.objects.create(
-            model=model, dataset=dataset, method=method, top_k=top_k, total_items=len(items)
+            model=model,
+            dataset=dataset,
+            method=method,
+            params=params,
+            top_k=top_k,
+            batch_size=batch_size,
+            evaluate=evaluate,
+            total_items=len(items),
         )
         ExplanationJobItem.objects.bulk_create(ExplanationJobItem(job=job, item=i) for i in items)
         transaction.on_commit(lambda: explanation_job_enqueue(job_id=job.pk))
     return job
 
 
-def explanation_job_enqueue(*, job_id: int) -> None:
-    """Send the job to the ``gpu`` queue (call after commit) and count the sending."""
+def explanation_job_enqueue(*, job_id: int) -> int:
+    """Send the job's pending items to the ``gpu`` queue in batches of ``job.batch_size``
+    (one task each, so several GPU workers share a job); call after commit. Counts the
+    sending. A job with nothing pending gets one task, which finalises it.
+
+    Returns:
+        The number of tasks sent.
+    """
     from ..tasks import explanation_job_run_task
 
+    job = ExplanationJob.objects.get(pk=job_id)
+    pending = list(
+        job.job_items.filter(status=JobItemStatus.PENDING)
+        .order_by("id")
+        .values_list("item_id", flat=True)
+    )
+    batches = [pending[i : i + job.batch_size] for i in range(0, len(pending), job.batch_size)]
     ExplanationJob.objects.filter(pk=job_id).update(enqueue_count=F("enqueue_count") + 1)
-    explanation_job_run_task.delay(job_id)
+    for batch in batches or [None]:
+        explanation_job_run_task.delay(job_id, batch)
+    return len(batches or [None])
+
+
+def explanation_job_retry_failed(*, job: ExplanationJob) -> int:
+    """Put a job's failed items back to pending and enqueue them (after commit).
+
+    Returns:
+        How many items were retried (0: nothing failed).
+    """
+    with transaction.atomic():
+        n = job.job_items.filter(status=JobItemStatus.FAILED).update(
+            status=JobItemStatus.PENDING, error="", leased_until=None
+        )
+        if not n:
+            return 0
+        ExplanationJob.objects.filter(pk=job.pk).update(
+            failed_items=F("failed_items") - n,
+            status=JobStatus.RUNNING,
+            finished_at=None,
+            error="",
+            heartbeat_at=timezone.now(),
+        )
+        transaction.on_commit(lambda: explanation_job_enqueue(job_id=job.pk))
+    job.refresh_from_db()
+    return n
 
 
 #: Errors after which the same work may succeed if tried again later: the task retries with
@@ -108,8 +192,9 @@ def torch_device() -> torch.device:
     return torch.device(wanted)
 
 
-def explanation_job_run(*, job_id: int) -> ExplanationJob:
-    """Process every pending item of a job; safe to run again, and twice at once.
+def explanation_job_run(*, job_id: int, item_ids: list[int] | None = None) -> ExplanationJob:
+    """Process the pending items of a job (all, or the batch ``item_ids``); safe to run again,
+    and twice at once.
 
     Each item is claimed with a lease (``STUDYPLATFORM_JOB_LEASE_S``) before work starts and
     its state is committed as soon as it finishes, so a re-run continues where a killed worker
@@ -134,7 +219,7 @@ def explanation_job_run(*, job_id: int) -> ExplanationJob:
         device = torch_device()
         net = classifier_load(job.model, device=device)
         explainer_cls = explainer_classes()[job.method]
-        explainer = _explainer_build(explainer_cls, net, job.model)
+        explainer = _explainer_build(explainer_cls, net, job.model, job.params)
     except (CheckpointError, ExplainerConfigError, KeyError) as exc:
         ExplanationJob.objects.filter(pk=job.pk).update(
             status=JobStatus.FAILED, error=f"cannot start: {exc}", finished_at=timezone.now()
@@ -143,7 +228,10 @@ def explanation_job_run(*, job_id: int) -> ExplanationJob:
         return job
 
     lease = timedelta(seconds=settings.STUDYPLATFORM_JOB_LEASE_S)
-    for job_item in job.job_items.filter(status=JobItemStatus.PENDING).select_related("item"):
+    todo = job.job_items.filter(status=JobItemStatus.PENDING).select_related("item")
+    if item_ids is not None:
+        todo = todo.filter(item_id__in=item_ids)
+    for job_item in todo.order_by("id"):
         now = timezone.now()
         claimed = (
             ExplanationJobItem.objects.filter(pk=job_item.pk, status=JobItemStatus.PENDING)
@@ -169,7 +257,9 @@ def explanation_job_run(*, job_id: int) -> ExplanationJob:
     return explanation_job_finalize(job=job)
 
 
-def _explainer_build(explainer_cls: type[Explainer], net: nn.Module, model: ClassifierModel):
+def _explainer_build(
+    explainer_cls: type[Explainer], net: nn.Module, model: ClassifierModel, params: dict | None
+):
     """The job's explainer; a layer method on a TorchScript model fails with the real reason.
 
     TorchScript models are registered without a target layer, and ScriptModules refuse
@@ -180,7 +270,7 @@ def _explainer_build(explainer_cls: type[Explainer], net: nn.Module, model: Clas
         ExplainerConfigError: the explainer cannot be built for this model.
     """
     try:
-        return explainer_cls(net, target_layer=model.target_layer)
+        return explainer_cls(net, target_layer=model.target_layer or None, **(params or {}))
     except ExplainerConfigError:
         if model.kind != ModelKind.TORCHSCRIPT:
             raise
@@ -305,10 +395,11 @@ def explanation_item_compute(
         },
     )
     targets = explanation_targets(prediction=prediction, item=item, top_k=job.top_k)
+    key = explanation_params_key(job.method, explainer.params)
     existing = {
         e.target_index: e
         for e in Explanation.objects.filter(
-            model=model, item=item, method=job.method, target_index__in=targets
+            model=model, item=item, method=job.method, params_key=key, target_index__in=targets
         )
     }
     todo = [t for t in targets if t not in existing]
@@ -317,7 +408,13 @@ def explanation_item_compute(
         result = explainer.explain(inputs, todo)
         per_map_ms = int((time.perf_counter() - started) * 1000 / len(todo))
         ranks = prediction.topk_indices()
-        for target, saliency in zip(result.targets, result.attributions, strict=True):
+        flags = getattr(result, "degenerate", None) or (False,) * len(result.targets)
+        for target, saliency, degenerate in zip(
+            result.targets, result.attributions, flags, strict=True
+        ):
+            metrics = {}
+            if job.evaluate:
+                metrics = _deletion_insertion(net, inputs, saliency, target)
             existing[target] = _explanation_store(
                 model=model,
                 item=item,
@@ -327,9 +424,20 @@ def explanation_item_compute(
                 saliency=saliency,
                 view=view,
                 params=result.params,
+                params_key=key,
+                degenerate=bool(degenerate),
                 duration_ms=per_map_ms,
+                **metrics,
             )
     return [existing[t] for t in targets]
+
+
+def _deletion_insertion(net, inputs, saliency, target) -> dict:
+    """Deletion / insertion AUC of one map (Petsiuk et al., BMVC 2018)."""
+    from ..evaluation import deletion_insertion_auc
+
+    scores = deletion_insertion_auc(net, inputs, np.asarray(saliency), int(target))
+    return {"deletion_auc": scores.deletion_auc, "insertion_auc": scores.insertion_auc}
 
 
 def _explanation_store(
@@ -343,11 +451,16 @@ def _explanation_store(
     view: np.ndarray,
     params: dict,
     duration_ms: int,
+    params_key: str = "",
+    degenerate: bool = False,
+    deletion_auc: float | None = None,
+    insertion_auc: float | None = None,
 ) -> Explanation:
     saliency = np.asarray(saliency, dtype=np.float32)
     npy = io.BytesIO()
     np.save(npy, saliency, allow_pickle=False)
-    overlay = rendering.overlay(view, rendering.normalize_each(saliency[None])[0])
+    # Signed methods keep their sign in the array; the overlay shows it (diverging colours).
+    overlay = rendering.overlays(view, saliency[None])[0]
     explanation = Explanation(
         model=model,
         item=item,
@@ -355,10 +468,15 @@ def _explanation_store(
         target_index=target,
         target_rank=rank,
         params=params,
+        params_key=params_key,
         max_value=float(saliency.max()),
+        min_value=float(saliency.min()),
+        degenerate=degenerate,
+        deletion_auc=deletion_auc,
+        insertion_auc=insertion_auc,
         duration_ms=duration_ms,
     )
-    stem = f"{model.pk}-{item.pk}-{method}-{target}"
+    stem = f"{model.pk}-{item.pk}-{method}-{params_key[:12] or 'p'}-{target}"
     for field_file, suffix, content in (
         (explanation.array, "npy", npy.getvalue()),
         (explanation.overlay, "png", rendering.to_png_bytes(overlay)),
@@ -377,7 +495,7 @@ def _explanation_store(
         explanation.array.delete(save=False)
         explanation.overlay.delete(save=False)
         explanation = Explanation.objects.get(
-            model=model, item=item, method=method, target_index=target
+            model=model, item=item, method=method, params_key=params_key, target_index=target
         )
     return explanation
 

@@ -11,11 +11,13 @@ from explanations import tasks
 def test_task_calls_the_job_service_with_the_id(monkeypatch):
     seen = []
     monkeypatch.setattr(
-        tasks.services, "explanation_job_run", lambda *, job_id: seen.append(job_id)
+        tasks.services,
+        "explanation_job_run",
+        lambda *, job_id, item_ids: seen.append((job_id, item_ids)),
     )
-    args = json.loads(json.dumps([42]))
-    tasks.explanation_job_run_task.apply(args=args).get()
-    assert seen == [42]
+    tasks.explanation_job_run_task.apply(args=json.loads(json.dumps([42]))).get()
+    tasks.explanation_job_run_task.apply(args=json.loads(json.dumps([42, [3, 5]]))).get()
+    assert seen == [(42, None), (42, [3, 5])]  # a whole job, or one batch of its items
 
 
 def test_task_is_routed_to_the_gpu_queue_and_acks_late():

@@ -1,0 +1,211 @@
+"""The explanation pipeline: cached artifacts keyed by method parameters, jobs split into
+batches, failed items retried, progress rate and ETA, signed maps rendered with their sign."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import ClassVar
+
+import numpy as np
+import pytest
+import torch
+from django.utils import timezone
+
+from explanations import rendering
+from explanations.explainers.base import Explainer
+from explanations.models import (
+    Explanation,
+    ExplanationJob,
+    ExplanationJobItem,
+    JobItemStatus,
+    JobStatus,
+)
+from explanations.services import (
+    explanation_array_load,
+    explanation_job_create,
+    explanation_job_retry_failed,
+    explanation_job_run,
+    explanation_params_key,
+)
+from explanations.services import jobs as job_services
+from tests.explanations.test_byo_roundtrip import (  # noqa: F401  (fixtures)
+    factory_model,
+    folder_dataset,
+    media,
+)
+
+
+class ScaledInput(Explainer):
+    """Test method with a parameter: the map is ``scale`` times the input's channel mean
+    (signed when ``scale`` < 0), so every value is known."""
+
+    key: ClassVar[str] = "scaled_input"
+    name: ClassVar[str] = "Scaled input"
+    paper: ClassVar[str] = "none (test double)"
+    accepted_params: ClassVar[frozenset[str]] = frozenset({"scale"})
+
+    def __init__(self, model, *, target_layer=None, **params):
+        super().__init__(model, target_layer=target_layer, **params)
+        self.params = {"scale": float(params.get("scale", 1.0))}
+
+    def _attribute(self, inputs: torch.Tensor, targets):
+        mean = inputs[0].mean(dim=0).numpy() * self.params["scale"]
+        return np.stack([mean for _ in targets])
+
+
+@pytest.fixture
+def scaled_method(settings):
+    settings.STUDYPLATFORM_EXPLAINERS = [
+        *settings.STUDYPLATFORM_EXPLAINERS,
+        "tests.explanations.test_job_pipeline.ScaledInput",
+    ]
+
+
+def run_job(model, dataset, monkeypatch, capture, **kwargs) -> ExplanationJob:
+    monkeypatch.setattr(job_services, "explanation_job_enqueue", lambda *, job_id: None)
+    with capture(execute=True):
+        job = explanation_job_create(model=model, dataset=dataset, top_k=2, **kwargs)
+    return explanation_job_run(job_id=job.pk)
+
+
+def test_artifacts_are_cached_by_parameters_and_never_overwritten(
+    factory_model, folder_dataset, scaled_method, monkeypatch, django_capture_on_commit_callbacks
+):
+    capture = django_capture_on_commit_callbacks
+    first = run_job(factory_model, folder_dataset, monkeypatch, capture, method="scaled_input")
+    assert first.status == JobStatus.SUCCEEDED
+    rows = list(Explanation.objects.filter(method="scaled_input").order_by("id"))
+    key1 = explanation_params_key("scaled_input", {"scale": 1.0})
+    assert rows and {r.params_key for r in rows} == {key1}
+    before = {r.pk: explanation_array_load(r).copy() for r in rows}
+    # the same parameters (explicitly, this time): nothing is recomputed
+    again = run_job(
+        factory_model,
+        folder_dataset,
+        monkeypatch,
+        capture,
+        method="scaled_input",
+        params={"scale": 1.0},
+    )
+    assert again.done_items == again.total_items
+    assert list(Explanation.objects.filter(method="scaled_input").order_by("id")) == rows
+    # another parameter value: new artifacts beside the old ones, which are untouched
+    run_job(
+        factory_model,
+        folder_dataset,
+        monkeypatch,
+        capture,
+        method="scaled_input",
+        params={"scale": -2.0},
+    )
+    key2 = explanation_params_key("scaled_input", {"scale": -2.0})
+    new = Explanation.objects.filter(params_key=key2)
+    assert new.count() == len(rows)
+    for r in rows:
+        assert np.array_equal(
+            explanation_array_load(Explanation.objects.get(pk=r.pk)), before[r.pk]
+        )
+        twin = new.get(item=r.item, target_index=r.target_index)
+        assert np.allclose(explanation_array_load(twin), -2.0 * before[r.pk], atol=1e-6)
+        assert twin.min_value < 0  # signed: kept in the stored array
+    assert len({r.array.name for r in Explanation.objects.all()}) == Explanation.objects.count()
+
+
+def test_unknown_parameters_are_refused_at_creation(factory_model, folder_dataset, scaled_method):
+    with pytest.raises(
+        ValueError, match=r"scaled_input does not accept parameter\(s\) \['sigma'\]"
+    ):
+        explanation_job_create(
+            model=factory_model, dataset=folder_dataset, method="scaled_input", params={"sigma": 1}
+        )
+    with pytest.raises(ValueError, match="batch_size must be >= 1"):
+        explanation_job_create(model=factory_model, dataset=folder_dataset, batch_size=0)
+    assert not ExplanationJob.objects.exists()
+
+
+def test_a_job_is_split_into_batches_of_items(
+    factory_model, folder_dataset, monkeypatch, django_capture_on_commit_callbacks
+):
+    from explanations import tasks
+
+    sent = []
+    monkeypatch.setattr(tasks.explanation_job_run_task, "delay", lambda *a: sent.append(a))
+    with django_capture_on_commit_callbacks(execute=True):
+        job = explanation_job_create(model=factory_model, dataset=folder_dataset, batch_size=5)
+    items = list(job.job_items.order_by("id").values_list("item_id", flat=True))
+    assert len(items) == 9  # 3 colour folders x 3 images
+    assert sent == [(job.pk, items[0:5]), (job.pk, items[5:9])]
+    # one batch runs only its own items
+    explanation_job_run(job_id=job.pk, item_ids=items[5:9])
+    done = set(job.job_items.filter(status=JobItemStatus.DONE).values_list("item_id", flat=True))
+    assert done == set(items[5:9])
+    job.refresh_from_db()
+    assert job.status == JobStatus.RUNNING and job.done_items == 4
+
+
+def test_a_failed_item_is_reported_and_can_be_retried(
+    factory_model, folder_dataset, monkeypatch, django_capture_on_commit_callbacks
+):
+    capture = django_capture_on_commit_callbacks
+    broken = folder_dataset.items.order_by("id").first()
+    good_bytes = broken.image.read()
+    broken.image.close()
+    with broken.image.open("wb") as fh:
+        fh.write(b"\x89PNG\r\n\x1a\n truncated")
+    job = run_job(factory_model, folder_dataset, monkeypatch, capture)
+    assert (job.status, job.failed_items, job.done_items) == (JobStatus.SUCCEEDED, 1, 8)
+    assert broken.name in job.error and "ImageDecodeError" in job.error
+    with broken.image.open("wb") as fh:  # the researcher fixes the file...
+        fh.write(good_bytes)
+    sent = []
+    monkeypatch.setattr(
+        job_services, "explanation_job_enqueue", lambda *, job_id: sent.append(job_id)
+    )
+    with capture(execute=True):
+        assert explanation_job_retry_failed(job=job) == 1  # ...and retries
+    assert sent == [job.pk] and job.status == JobStatus.RUNNING and job.failed_items == 0
+    job = explanation_job_run(job_id=job.pk)
+    assert (job.status, job.failed_items, job.done_items, job.error) == (
+        JobStatus.SUCCEEDED,
+        0,
+        9,
+        "",
+    )
+    assert ExplanationJobItem.objects.filter(job=job, status=JobItemStatus.FAILED).count() == 0
+
+
+def test_rate_and_eta_follow_the_items_done(db, factory_model, folder_dataset):
+    job = ExplanationJob.objects.create(
+        model=factory_model,
+        dataset=folder_dataset,
+        method="gradcam",
+        total_items=100,
+        done_items=18,
+        failed_items=2,
+        status=JobStatus.RUNNING,
+        started_at=timezone.now() - timedelta(seconds=10),
+    )
+    assert job.rate == pytest.approx(2.0, rel=0.01)  # 20 items in 10 s
+    assert job.eta_seconds == pytest.approx(40.0, rel=0.01)  # 80 left at 2/s
+    job.status = JobStatus.SUCCEEDED
+    assert job.eta_seconds == 0.0
+
+
+def test_signed_maps_are_shown_with_a_diverging_map_centred_on_zero():
+    image = np.full((2, 3, 3), 100, dtype=np.uint8)
+    signed = np.array([[[-2.0, 0.0, 1.0], [2.0, -1.0, 0.0]]], dtype=np.float32)
+    (shown,) = rendering.overlays(image, signed, alpha=1.0)
+    bwr = rendering.matplotlib.colormaps["bwr"]
+    for (r, c), v in {(0, 0): -1.0, (0, 1): 0.0, (0, 2): 0.5, (1, 0): 1.0}.items():
+        expected = np.rint(np.array(bwr((v + 1) / 2)[:3]) * 255)
+        assert np.array_equal(shown[r, c], expected.astype(np.uint8)), (r, c)
+    assert shown[0, 0, 2] > shown[0, 0, 0] and shown[1, 0, 0] > shown[1, 0, 2]  # blue / red
+    # jointly: one scale for both maps, so the weaker map stays weaker
+    pair = np.stack([signed[0], signed[0] / 2])
+    strong, weak = rendering.overlays(image, pair, joint=True, alpha=1.0)
+    assert np.array_equal(strong[1, 0], np.rint(np.array(bwr(1.0)[:3]) * 255).astype(np.uint8))
+    assert np.array_equal(weak[1, 0], np.rint(np.array(bwr(0.75)[:3]) * 255).astype(np.uint8))
+    # non-negative maps keep the sequential map
+    (seq,) = rendering.overlays(image, np.abs(signed), alpha=1.0)
+    jet = rendering.matplotlib.colormaps["jet"]
+    assert np.array_equal(seq[1, 0], np.rint(np.array(jet(1.0)[:3]) * 255).astype(np.uint8))
