@@ -215,6 +215,11 @@ class ExplanationJob(models.Model):
     params = models.JSONField(
         default=dict, blank=True, help_text="Method parameters (the explainer's defaults if empty)."
     )
+    params_key = models.CharField(
+        max_length=64,
+        blank=True,
+        help_text="Cache key of the resolved parameters (set by a worker).",
+    )
     top_k = models.PositiveSmallIntegerField(default=4)
     batch_size = models.PositiveIntegerField(
         default=16, help_text="Items per worker task: a job is split into batches."

@@ -6,6 +6,7 @@ app_name = "explanations"
 
 urlpatterns = [
     path("r/jobs/<int:pk>/", views.job_detail, name="job"),
+    path("r/jobs/<int:pk>/retry/", views.job_retry, name="job-retry"),
     path("r/explanations/<int:pk>/overlay.png", views.explanation_overlay, name="overlay"),
     path("r/models/", views.model_list, name="models"),
     path("r/models/register/", views.model_register_page, name="model-register"),

@@ -18,6 +18,7 @@ from django.db.models import Count, Q
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.text import get_valid_filename
+from django.views.decorators.http import require_POST
 from PIL import Image
 
 from .forms import DatasetImportForm, ModelRegisterForm
@@ -33,7 +34,12 @@ from .models import (
     Prediction,
     Region,
 )
-from .services import ModelRegistrationError, dataset_import_job_create, model_register
+from .services import (
+    ModelRegistrationError,
+    dataset_import_job_create,
+    explanation_job_retry_failed,
+    model_register,
+)
 from .uploads import upload_write
 
 
@@ -41,6 +47,8 @@ from .uploads import upload_write
 def job_detail(request: HttpRequest, pk: int) -> HttpResponse:
     """Progress of a job (refreshes itself while running) and the overlays produced so far."""
     job = get_object_or_404(ExplanationJob.objects.select_related("model", "dataset"), pk=pk)
+    # this job's parameter variant (known once a worker has built the explainer)
+    key_filter = {"params_key": job.params_key} if job.params_key else {}
     predictions = {
         p.item_id: p for p in Prediction.objects.filter(model=job.model, item__dataset=job.dataset)
     }
@@ -48,9 +56,9 @@ def job_detail(request: HttpRequest, pk: int) -> HttpResponse:
     for job_item in job.job_items.select_related("item"):
         item = job_item.item
         explanations = list(
-            Explanation.objects.filter(model=job.model, item=item, method=job.method).order_by(
-                "target_rank", "target_index"
-            )
+            Explanation.objects.filter(
+                model=job.model, item=item, method=job.method, **key_filter
+            ).order_by("target_rank", "target_index")
         )
         rows.append(
             {
@@ -60,7 +68,19 @@ def job_detail(request: HttpRequest, pk: int) -> HttpResponse:
                 "explanations": explanations,
             }
         )
-    return render(request, "explanations/job_detail.html", {"job": job, "rows": rows})
+    failed = [r for r in rows if r["job_item"].status == "failed"]
+    return render(
+        request, "explanations/job_detail.html", {"job": job, "rows": rows, "failed": failed}
+    )
+
+
+@staff_member_required
+@require_POST
+def job_retry(request: HttpRequest, pk: int) -> HttpResponse:
+    """Queue a job's failed items again (POST)."""
+    job = get_object_or_404(ExplanationJob, pk=pk)
+    explanation_job_retry_failed(job=job)
+    return redirect("explanations:job", pk=job.pk)
 
 
 @staff_member_required

@@ -220,6 +220,8 @@ def explanation_job_run(*, job_id: int, item_ids: list[int] | None = None) -> Ex
         net = classifier_load(job.model, device=device)
         explainer_cls = explainer_classes()[job.method]
         explainer = _explainer_build(explainer_cls, net, job.model, job.params)
+        job.params_key = explanation_params_key(job.method, explainer.params)
+        ExplanationJob.objects.filter(pk=job.pk).update(params_key=job.params_key)
     except (CheckpointError, ExplainerConfigError, KeyError) as exc:
         ExplanationJob.objects.filter(pk=job.pk).update(
             status=JobStatus.FAILED, error=f"cannot start: {exc}", finished_at=timezone.now()

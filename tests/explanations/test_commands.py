@@ -7,6 +7,8 @@ documents every option with an example.
 
 from __future__ import annotations
 
+import re
+
 import io
 from pathlib import Path
 
@@ -478,9 +480,39 @@ def test_explain_wait_prints_progress_until_the_job_succeeds(model, dataset, mon
     job = ExplanationJob.objects.get()
     assert job.status == JobStatus.SUCCEEDED
     lines = output.splitlines()
-    assert f"  job #{job.pk}: pending, 0/9 items done, 0 failed" in lines
-    assert f"  job #{job.pk}: succeeded, 9/9 items done, 0 failed" in lines
+    assert f"  [....................] job #{job.pk}: pending, 0/9 items done, 0 failed" in lines
+    done = next(line for line in lines if "succeeded, 9/9" in line)
+    assert done.startswith(
+        f"  [####################] job #{job.pk}: succeeded, 9/9 items done, 0 failed, "
+    )
+    assert re.search(r", \d+\.\d\d items/s$", done)  # the rate, and no ETA once finished
     assert lines[-1] == f"Job #{job.pk} succeeded: 9 items done, 0 failed"
+
+
+@pytest.mark.django_db
+def test_explain_takes_method_parameters_batches_and_retries(model, dataset, monkeypatch):
+    worker_instead_of_sleep(monkeypatch)
+    run(
+        "explain",
+        "--model",
+        "Tiny colours",
+        "--dataset",
+        "Squares",
+        "--top-k",
+        "2",
+        "--batch-size",
+        "4",
+        "--wait",
+    )
+    job = ExplanationJob.objects.get()
+    assert (job.batch_size, job.params, job.evaluate) == (4, {}, False)
+    with pytest.raises(CommandError, match=r"gradcam does not accept parameter\(s\) \['sigma'\]"):
+        run("explain", "--model", "Tiny colours", "--dataset", "Squares", "--param", "sigma=0.2")
+    with pytest.raises(CommandError, match="use NAME=VALUE"):
+        run("explain", "--model", "Tiny colours", "--dataset", "Squares", "--param", "sigma")
+    assert "job #%d: 0 failed item(s) queued again" % job.pk in run(
+        "explain", "--retry", str(job.pk)
+    )
 
 
 @quiet_torchscript

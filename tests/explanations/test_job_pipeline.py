@@ -209,3 +209,30 @@ def test_signed_maps_are_shown_with_a_diverging_map_centred_on_zero():
     (seq,) = rendering.overlays(image, np.abs(signed), alpha=1.0)
     jet = rendering.matplotlib.colormaps["jet"]
     assert np.array_equal(seq[1, 0], np.rint(np.array(jet(1.0)[:3]) * 255).astype(np.uint8))
+
+
+def test_the_job_page_lists_failures_and_retries_them(
+    factory_model, folder_dataset, monkeypatch, django_capture_on_commit_callbacks, client
+):
+    from django.contrib.auth import get_user_model
+
+    broken = folder_dataset.items.order_by("id").first()
+    with broken.image.open("wb") as fh:
+        fh.write(b"not an image")
+    job = run_job(factory_model, folder_dataset, monkeypatch, django_capture_on_commit_callbacks)
+    staff = get_user_model().objects.create_user("staff", password="pw", is_staff=True)
+    client.force_login(staff)
+    page = client.get(f"/r/jobs/{job.pk}/").content.decode()
+    assert "Failed items" in page and broken.name in page and "ImageDecodeError" in page
+    assert "Retry the 1 failed item" in page and "items/s" in page
+    sent = []
+    monkeypatch.setattr(
+        job_services, "explanation_job_enqueue", lambda *, job_id: sent.append(job_id)
+    )
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(f"/r/jobs/{job.pk}/retry/")
+    assert response.status_code == 302 and sent == [job.pk]
+    assert job.job_items.get(item=broken).status == JobItemStatus.PENDING
+    client.logout()
+    assert client.post(f"/r/jobs/{job.pk}/retry/").status_code == 302  # to the login
+    assert job.job_items.get(item=broken).status == JobItemStatus.PENDING

@@ -6,12 +6,17 @@ polls the job's row (the worker writes its progress to the database) until it fi
 
 from __future__ import annotations
 
+import json
 import time
 
 from django.core.management.base import CommandError
 
 from explanations.models import ClassifierModel, Dataset, ExplanationJob, JobStatus
-from explanations.services import explainer_classes, explanation_job_create
+from explanations.services import (
+    explainer_classes,
+    explanation_job_create,
+    explanation_job_retry_failed,
+)
 
 from ._options import ExampleCommand, broker_folders_ensure
 
@@ -47,10 +52,10 @@ class Command(ExampleCommand):
 
     def add_arguments(self, parser):
         parser.add_argument(
-            "--model", required=True, metavar="NAME", help="Name of a registered model (required)."
+            "--model", metavar="NAME", help="Name of a registered model (required unless --retry)."
         )
         parser.add_argument(
-            "--dataset", required=True, metavar="NAME", help="Name of a dataset (required)."
+            "--dataset", metavar="NAME", help="Name of a dataset (required unless --retry)."
         )
         parser.add_argument(
             "--method",
@@ -69,6 +74,34 @@ class Command(ExampleCommand):
                 f"Explain the K most probable classes of each item (default {DEFAULT_TOP_K}, "
                 "or the number of classes when the model has fewer); 1..number of classes."
             ),
+        )
+        parser.add_argument(
+            "--param",
+            action="append",
+            default=[],
+            metavar="NAME=VALUE",
+            help=(
+                "A method parameter (repeatable; VALUE is read as JSON, else as text), e.g. "
+                "--param n_samples=50 --param noise_level=0.15. Default: the paper's values."
+            ),
+        )
+        parser.add_argument(
+            "--batch-size",
+            type=int,
+            default=16,
+            metavar="N",
+            help="Items per worker task; the job is split into batches (default 16).",
+        )
+        parser.add_argument(
+            "--evaluate",
+            action="store_true",
+            help="Also compute deletion and insertion AUC (Petsiuk et al. 2018) for every map.",
+        )
+        parser.add_argument(
+            "--retry",
+            type=int,
+            metavar="JOB",
+            help="Retry the failed items of job JOB instead of creating a job.",
         )
         parser.add_argument(
             "--wait",
@@ -97,6 +130,18 @@ class Command(ExampleCommand):
         )
 
     def handle(self, *args, **opts):
+        if opts["retry"] is not None:
+            job = ExplanationJob.objects.filter(pk=opts["retry"]).first()
+            if job is None:
+                raise CommandError(f"--retry: no job #{opts['retry']}")
+            broker_folders_ensure()
+            n = explanation_job_retry_failed(job=job)
+            self.stdout.write(f"job #{job.pk}: {n} failed item(s) queued again")
+            if opts["wait"] and n:
+                self._wait(job, poll=max(0.05, opts["poll"]), timeout=opts["timeout"])
+            return
+        if not opts["model"] or not opts["dataset"]:
+            raise CommandError("--model and --dataset are required (or --retry JOB)")
         model = _by_name(ClassifierModel, opts["model"], "model")
         dataset = _by_name(Dataset, opts["dataset"], "dataset")
         top_k = (
@@ -105,7 +150,13 @@ class Command(ExampleCommand):
         broker_folders_ensure()
         try:
             job = explanation_job_create(
-                model=model, dataset=dataset, method=opts["method"], top_k=top_k
+                model=model,
+                dataset=dataset,
+                method=opts["method"],
+                top_k=top_k,
+                params=_params(opts["param"]),
+                batch_size=opts["batch_size"],
+                evaluate=opts["evaluate"],
             )
         except ValueError as exc:
             raise CommandError(str(exc)) from None
@@ -125,8 +176,9 @@ class Command(ExampleCommand):
             state = (job.status, job.done_items, job.failed_items)
             if state != last:
                 self.stdout.write(
-                    f"  job #{job.pk}: {job.get_status_display().lower()}, "
+                    f"  {_bar(job)} job #{job.pk}: {job.get_status_display().lower()}, "
                     f"{job.done_items}/{job.total_items} items done, {job.failed_items} failed"
+                    + _rate(job)
                 )
                 last = state
             if job.is_finished:
@@ -149,6 +201,32 @@ class Command(ExampleCommand):
 
     def _sleep(self, seconds: float) -> None:
         time.sleep(seconds)
+
+
+def _bar(job: ExplanationJob, width: int = 20) -> str:
+    filled = int(round(width * job.progress))
+    return "[" + "#" * filled + "." * (width - filled) + "]"
+
+
+def _rate(job: ExplanationJob) -> str:
+    rate, eta = job.rate, job.eta_seconds
+    if rate is None:
+        return ""
+    return f", {rate:.2f} items/s" + (f", ETA {eta:.0f} s" if eta else "")
+
+
+def _params(pairs: list[str]) -> dict:
+    """``["n_samples=50", "layer=conv"]`` -> ``{"n_samples": 50, "layer": "conv"}``."""
+    out = {}
+    for pair in pairs:
+        name, sep, raw = pair.partition("=")
+        if not sep or not name:
+            raise CommandError(f"--param {pair!r}: use NAME=VALUE")
+        try:
+            out[name] = json.loads(raw)
+        except ValueError:
+            out[name] = raw
+    return out
 
 
 def _by_name(model_cls, name: str, what: str):
