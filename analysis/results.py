@@ -23,14 +23,18 @@ class StudyResults:
         table: one row per (task, model) with n, n_correct, accuracy, Wilson 95% ci_low /
             ci_high, chance and two-sided exact binomial p_value; ``model`` is "model right",
             "model wrong" or "all".
-        responses: the long-format frame the table was computed from.
-        n_participants / n_simulated: participants with at least one response.
+        responses: every response in long format (the CSV): main trials, practice, attention
+            checks, questionnaires, timeouts and excluded participants, each marked; the table
+            uses :func:`scored_main` of it.
+        n_participants / n_simulated / n_excluded: participants with at least one response,
+            of whom simulated, and excluded by the spec's rules.
     """
 
     table: pd.DataFrame
     responses: pd.DataFrame
     n_participants: int
     n_simulated: int
+    n_excluded: int = 0
 
 
 def scored_main(frame: pd.DataFrame) -> pd.DataFrame:
@@ -66,18 +70,19 @@ def study_results(study: Study, *, simulated: str = "include") -> StudyResults:
     elif simulated == "only":
         frame = frame[frame["is_simulated"].astype(bool)]
     participants = frame.drop_duplicates("participant")
-    frame = scored_main(frame)
-    if frame["condition"].nunique() > 1:  # one row per task and condition
-        frame = frame.assign(task=frame["task"] + " / " + frame["condition"])
-    split = frame.assign(
-        model=frame["model_correct"].map({True: "model right", False: "model wrong"})
+    scored = scored_main(frame)
+    if scored["condition"].nunique() > 1:  # one row per task and condition
+        scored = scored.assign(task=scored["task"] + " / " + scored["condition"])
+    split = scored.assign(
+        model=scored["model_correct"].map({True: "model right", False: "model wrong"})
     )
-    overall = frame.assign(model="all")
+    overall = scored.assign(model="all")
     table = accuracy_table(pd.concat([split, overall], ignore_index=True), by=["task", "model"])
     return StudyResults(
         table=table,
-        responses=frame,
+        responses=frame,  # every response (practice, checks, questionnaires, excluded too)
         n_participants=len(participants),
+        n_excluded=int(participants["excluded"].astype(bool).sum()),
         n_simulated=int(participants["is_simulated"].astype(bool).sum()),
     )
 
@@ -85,6 +90,8 @@ def study_results(study: Study, *, simulated: str = "include") -> StudyResults:
 def results_plot_png(results: StudyResults, *, title: str = "") -> bytes:
     """Bar chart of accuracy per task, split by model correctness, with Wilson 95% CIs."""
     table = results.table[results.table["model"] != "all"]
+    # "agreement / gradcam" on two lines, so neighbouring labels do not run into each other
+    table = table.assign(task=table["task"].str.replace(" / ", "\n", regex=False))
     return accuracy_plot_png(table, group_col="task", hue_col="model", title=title)
 
 

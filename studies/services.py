@@ -154,16 +154,15 @@ def participant_enroll(
         (participant, created).
 
     Raises:
-        StudyClosed: the study is not open (draft, paused or closed).
+        StudyClosed: the study is not open (draft, paused or closed) and this is not a
+            returning crowd id of a paused study.
         StudyFull: every place is taken by a consented participant.
     """
     if prolific_pid:
         crowd_source, crowd_id = CrowdSource.PROLIFIC, prolific_pid
     crowd_id = crowd_id.strip()[:200]
-    if not is_preview and not study.is_open:
-        raise StudyClosed("this study is not accepting participants")
     hashed = crowd_id_hash(study, crowd_source, crowd_id) if crowd_id else ""
-    if hashed:
+    if hashed and study.accepts_answers:  # a returning crowd id resumes, also while paused
         existing = Participant.objects.filter(
             study=study, crowd_source=crowd_source, crowd_id_hash=hashed
         ).first()
@@ -176,6 +175,8 @@ def participant_enroll(
                 )
                 existing.refresh_from_db()
             return existing, False
+    if not is_preview and not study.is_open:
+        raise StudyClosed("this study is not accepting participants")
     if not is_preview and _places_left(study) == 0:
         raise StudyFull("all places in this study are taken")
     try:

@@ -71,14 +71,13 @@ def study_start(request: HttpRequest, slug: str) -> HttpResponse:
     study = get_object_or_404(Study, slug=slug)
     if request.GET.get("assignmentId") == MTURK_PREVIEW:
         return render(request, "studies/participant/mturk_preview.html", {"study": study})
+    # Someone who already started resumes, also while the study is paused (nobody new).
+    returning = _returning(request, study)
+    if returning is not None and study.accepts_answers:
+        _remember(request, study, returning)
+        return redirect("studies:participant", token=returning.token)
     if not study.is_open:
         return _closed(request, study)
-    known = request.session.get(SESSION_KEY, {})
-    crowd = request.GET.get("PROLIFIC_PID") or request.GET.get("workerId")
-    if not crowd and slug in known:
-        participant = Participant.objects.filter(token=known[slug], study=study).first()
-        if participant:
-            return redirect("studies:participant", token=participant.token)
     try:
         participant, _ = _enroll(request, study)
     except services.StudyFull:
@@ -87,6 +86,26 @@ def study_start(request: HttpRequest, slug: str) -> HttpResponse:
         return _closed(request, study)
     _remember(request, study, participant)
     return redirect("studies:participant", token=participant.token)
+
+
+def _returning(request: HttpRequest, study: Study) -> Participant | None:
+    """The participant this browser or crowd id already is, if any."""
+    q = request.GET
+    for source, crowd_id in (
+        (CrowdSource.PROLIFIC, q.get("PROLIFIC_PID", "")),
+        (CrowdSource.MTURK, q.get("workerId", "")),
+    ):
+        crowd_id = crowd_id.strip()[:200]
+        if crowd_id:
+            return Participant.objects.filter(
+                study=study,
+                crowd_source=source,
+                crowd_id_hash=services.crowd_id_hash(study, source, crowd_id),
+            ).first()
+    known = request.session.get(SESSION_KEY, {}).get(study.slug)
+    if known:
+        return Participant.objects.filter(token=known, study=study).first()
+    return None
 
 
 def _enroll(request: HttpRequest, study: Study, **extra):
@@ -137,8 +156,15 @@ def classroom_study(request: HttpRequest, code: str) -> HttpResponse:
     """``/j/<code>/``: a classroom study. With a roster, students give their roster name or id
     (matched case-insensitively; stored hashed) and the same entry always resumes the same
     participant; without one, the browser's session resumes."""
-    study = get_object_or_404(Study, join_code=code.upper())
-    if not study.is_open:
+    study = Study.objects.filter(join_code=code.upper()).first()
+    if study is None:
+        return render(
+            request,
+            "studies/participant/join.html",
+            {"error": "No study has that code. Please check it with your instructor."},
+            status=404,
+        )
+    if not study.accepts_answers:  # closed or draft; paused: those who started resume
         return _closed(request, study)
     roster = [r.strip() for r in study.recruitment.get("roster", []) if r.strip()]
     if not roster:
@@ -147,7 +173,12 @@ def classroom_study(request: HttpRequest, code: str) -> HttpResponse:
             participant = Participant.objects.filter(token=known[study.slug], study=study).first()
             if participant:
                 return redirect("studies:participant", token=participant.token)
-        participant, _ = _enroll(request, study, crowd_source=CrowdSource.CLASSROOM)
+        try:
+            participant, _ = _enroll(request, study, crowd_source=CrowdSource.CLASSROOM)
+        except services.StudyFull:
+            return _closed(request, study, full=True)
+        except services.StudyClosed:  # paused: nobody new
+            return _closed(request, study)
         _remember(request, study, participant)
         return redirect("studies:participant", token=participant.token)
     error = ""
@@ -165,6 +196,8 @@ def classroom_study(request: HttpRequest, code: str) -> HttpResponse:
                 )
             except services.StudyFull:
                 return _closed(request, study, full=True)
+            except services.StudyClosed:  # paused: nobody new
+                return _closed(request, study)
             _remember(request, study, participant)
             return redirect("studies:participant", token=participant.token)
         error = "That name is not on the class list. Please type it as your instructor has it."

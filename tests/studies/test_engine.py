@@ -650,3 +650,48 @@ def test_the_frozen_spec_is_exported_with_the_results_and_studies_come_from_the_
     spec = yaml.safe_load(exported.content)
     assert spec["trials"]["seed"] == 5 and spec["resolved"]["arms"] == ["gradcam/agreement"]
     assert Client().get(f"/r/studies/{body['slug']}/spec.yaml").status_code == 302  # login
+
+
+def test_the_csv_has_every_response_and_the_table_only_scored_main_trials(make_study, researcher):
+    import csv
+    import io
+
+    from analysis.results import study_results
+
+    study = make_study(
+        trials={"practice": 1, "attention_checks": 1}, questionnaires=[{"type": "free_text"}]
+    )
+    for policy, seed in (("uniform", 1), ("careless", 2), ("careless", 5)):
+        bot_run(
+            transport=DjangoClientTransport(Client()),
+            start_path=f"/s/{study.slug}/?SIMULATION_KEY={study.simulation_key}&BOT_POLICY={policy}",
+            policy=policy,
+            seed=seed,
+        )
+    web = Client()
+    web.force_login(researcher)
+    rows = list(
+        csv.DictReader(
+            io.StringIO(web.get(f"/r/studies/{study.slug}/responses.csv").content.decode())
+        )
+    )
+    assert Counter(r["kind"] for r in rows) == Counter(
+        Response.objects.filter(participant__study=study).values_list("trial__kind", flat=True)
+    )
+    assert {"practice", "attention", "survey", "main"} <= {r["kind"] for r in rows}
+    results = study_results(study)
+    excluded = {r["participant"] for r in rows if r["excluded"] == "True"}
+    assert results.n_excluded == len(excluded) >= 1
+    kept_main = [r for r in rows if r["kind"] == "main" and r["excluded"] == "False"]
+    assert int(results.table[results.table["model"] == "all"]["n"].sum()) == len(kept_main)
+
+
+def test_a_paused_study_still_lets_those_who_started_come_back(make_study):
+    study = make_study(recruitment={"mode": "prolific"})
+    query = "?PROLIFIC_PID=back123"
+    token = enter(Client(), study, query)
+    services.study_pause(study=study)
+    again = Client().get(f"/s/{study.slug}/{query}")  # another device, same PID
+    assert again.status_code == 302 and token_of(again["Location"]) == token
+    assert Client().get(f"/s/{study.slug}/?PROLIFIC_PID=new456").status_code == 410
+    assert Participant.objects.filter(study=study).count() == 1

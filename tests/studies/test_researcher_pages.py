@@ -77,7 +77,7 @@ def test_results_page_shows_accuracy_split_by_model_correctness(answered_study, 
     excluded = client.get(
         f"/r/studies/{answered_study.slug}/results/?simulated=exclude"
     ).content.decode()
-    assert "No responses yet" in excluded
+    assert "No scored main-trial responses yet" in excluded
     assert (
         client.get(f"/r/studies/{answered_study.slug}/results/?simulated=bogus").status_code == 400
     )

