@@ -63,7 +63,6 @@ def main(argv=None) -> int:
     os.environ["STUDYPLATFORM_DEVICE"] = a.device
     _django_setup(var_dir)
 
-    import numpy as np
     import torch
 
     from explanations import rendering
