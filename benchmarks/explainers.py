@@ -137,7 +137,9 @@ def main(argv=None) -> int:
             if job.failed_items:
                 print(f"  {key}: {job.failed_items} items failed: {job.error[:300]}")
         bare, pipe = statistics.median(bare_times), statistics.median(pipe_times)
-        rows.append((key, cls.name, len(items) / pipe, len(items) / bare, bare / pipe, pipe / floor))
+        rows.append(
+            (key, cls.name, len(items) / pipe, len(items) / bare, bare / pipe, pipe / floor)
+        )
         print(
             f"{key:<22} pipeline {len(items) / pipe:7.2f} img/s   bare {len(items) / bare:7.2f} "
             f"img/s   pipeline/bare {bare / pipe:5.2f}x   time / floor {pipe / floor:7.1f}",
