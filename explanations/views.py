@@ -182,8 +182,29 @@ def model_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "summary": _confusion_summary(model, labelled.iterator(chunk_size=2000)),
         "by_dataset": by_dataset,
         "jobs": model.jobs.select_related("dataset").order_by("-created_at")[:20],
+        "checks": _latest_checks(model),
     }
     return render(request, "explanations/model_detail.html", context)
+
+
+def _latest_checks(model) -> list[dict]:
+    """The newest sanity check of each (method, check) on ``model``, for the model page."""
+    from .models import MethodCheck
+
+    seen, rows = set(), []
+    for check in MethodCheck.objects.filter(model=model).order_by("method", "name", "-created_at"):
+        if (check.method, check.name) in seen:
+            continue
+        seen.add((check.method, check.name))
+        steps = check.result.get("steps") or [{}]
+        rows.append(
+            {
+                "check": check,
+                "spearman_last": steps[-1].get("spearman"),
+                "relative_diff": check.result.get("relative_diff"),
+            }
+        )
+    return rows
 
 
 @staff_member_required

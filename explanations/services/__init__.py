@@ -45,8 +45,10 @@ from .registry import (
     model_delete,
     model_register,
 )
+from .sanity import method_checks_run
 
 __all__ = [
+    "method_checks_run",
     "PREDICTION_TOP_K",
     "TRANSIENT_ERRORS",
     "DatasetNameTaken",
