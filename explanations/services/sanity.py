@@ -27,6 +27,33 @@ from .registry import classifier_load, item_model_view
 INVARIANCE_SHIFT = 0.1
 
 
+MAX_RANDOMISATION_STEPS = 8
+
+
+def _layer_groups(net: torch.nn.Module) -> str | list[str]:
+    """What the cascade randomises step by step: every learnable layer for a small model;
+    for a deep one (EfficientNet-Lite0 has ~130) at most :data:`MAX_RANDOMISATION_STEPS`
+    top-level modules and blocks (a block is randomised whole), top first, so a check costs
+    a handful of explanations instead of one per layer."""
+    learnable = [
+        n for n, m in net.named_modules() if n and any(True for _ in m.parameters(recurse=False))
+    ]
+    if len(learnable) <= 2 * MAX_RANDOMISATION_STEPS:
+        return "cascading"
+    units = []
+    for name, child in net.named_children():
+        grand = list(child.named_children())
+        if isinstance(child, (torch.nn.ModuleList, torch.nn.Sequential)) and grand:
+            units += [f"{name}.{g}" for g, _ in grand]
+        elif any(True for _ in child.parameters()):
+            units.append(name)
+    units.reverse()  # top (logits) first
+    if len(units) <= MAX_RANDOMISATION_STEPS:
+        return units
+    picks = sorted({round(i * (len(units) - 1) / (MAX_RANDOMISATION_STEPS - 1)) for i in range(8)})
+    return [units[i] for i in picks]
+
+
 def method_checks_run(
     *,
     model: ClassifierModel,
@@ -74,7 +101,7 @@ def method_checks_run(
         return _explainer_build(classes[method], network, model, params)
 
     key = explanation_params_key(method, factory(net).params)
-    steps = model_randomisation_check(net, factory, inputs, target)
+    steps = model_randomisation_check(net, factory, inputs, target, layers=_layer_groups(net))
     invariance = input_invariance_check(net, factory, inputs, target, shift=INVARIANCE_SHIFT)
     common = {"model": model, "method": method, "params_key": key, "item": item}
     return [
