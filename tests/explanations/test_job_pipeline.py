@@ -236,3 +236,32 @@ def test_the_job_page_lists_failures_and_retries_them(
     client.logout()
     assert client.post(f"/r/jobs/{job.pk}/retry/").status_code == 302  # to the login
     assert job.job_items.get(item=broken).status == JobItemStatus.PENDING
+
+
+def test_evaluate_stores_deletion_and_insertion_auc_per_map(
+    factory_model, folder_dataset, monkeypatch, django_capture_on_commit_callbacks
+):
+    from explanations.evaluation import deletion_insertion_auc
+    from explanations.modelio import pixels_to_input
+    from explanations.services import classifier_load, item_model_view
+
+    job = run_job(
+        factory_model,
+        folder_dataset,
+        monkeypatch,
+        django_capture_on_commit_callbacks,
+        evaluate=True,
+    )
+    maps = Explanation.objects.filter(model=factory_model)
+    assert maps.count() == 2 * job.total_items
+    for e in maps:
+        assert 0.0 <= e.deletion_auc <= 1.0 and 0.0 <= e.insertion_auc <= 1.0
+    # the stored numbers are the metric's, recomputed here for one map
+    e = maps.first()
+    net = classifier_load(factory_model)
+    view = item_model_view(item=e.item, model=factory_model)
+    x = pixels_to_input(view, factory_model.normalization_mean, factory_model.normalization_std)
+    again = deletion_insertion_auc(net, x, explanation_array_load(e), e.target_index)
+    assert (e.deletion_auc, e.insertion_auc) == pytest.approx(
+        (again.deletion_auc, again.insertion_auc), abs=1e-9
+    )
