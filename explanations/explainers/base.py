@@ -14,7 +14,7 @@ import abc
 import json
 import operator
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
@@ -68,19 +68,27 @@ class ExplanationResult:
             as a read-only view.
         params: JSON-serialisable parameters the method actually used, e.g.
             ``{"layer": "_conv_head", "relu_attributions": True, "upsample": "bilinear"}``.
+        degenerate: one flag per target, ``True`` when the method found no evidence at all
+            for that target: the map was zero everywhere (or, for a method whose maps are
+            non-negative by construction, ``<= 0`` everywhere) and is stored as an exact
+            all-zero map.  Such a map must not be normalised for display (``0 / 0``); show
+            it as "no attribution" instead.  Optional for callers constructing a result by
+            hand: the default (empty tuple) means "no map is degenerate".
 
     Equality is identity (``eq=False``), because element-wise array comparison has no single
     truth value.
 
     Raises:
         ValueError: on construction, if the array is not a finite ``float32`` ``(T, H, W)``
-            array with ``T == len(targets)``, or if ``params`` is not JSON-serialisable.
+            array with ``T == len(targets)``, if ``params`` is not JSON-serialisable, or if
+            ``degenerate`` is neither empty nor one ``bool`` per target.
     """
 
     method: str
     targets: tuple[int, ...]
     attributions: np.ndarray
     params: dict[str, Any]
+    degenerate: tuple[bool, ...] = field(default=())
 
     def __post_init__(self) -> None:
         targets = tuple(operator.index(t) for t in self.targets)
@@ -101,8 +109,18 @@ class ExplanationResult:
             json.dumps(self.params)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"params must be JSON-serialisable: {exc}") from exc
+        degenerate = tuple(self.degenerate)
+        if not degenerate:
+            degenerate = (False,) * len(targets)
+        if len(degenerate) != len(targets) or not all(
+            isinstance(flag, (bool, np.bool_)) for flag in degenerate
+        ):
+            raise ValueError(
+                f"degenerate must hold one bool per target ({len(targets)}), got {degenerate!r}"
+            )
         read_only = maps.view()
         read_only.flags.writeable = False
+        object.__setattr__(self, "degenerate", tuple(bool(flag) for flag in degenerate))
         object.__setattr__(self, "targets", targets)
         object.__setattr__(self, "attributions", read_only)
         object.__setattr__(self, "params", dict(self.params))
@@ -166,6 +184,15 @@ class Explainer(abc.ABC):
         name: human-readable name, e.g. ``"Grad-CAM"``.
         paper: citation of the paper the implementation follows.
         accepted_params: names of the keyword parameters ``__init__`` accepts in ``**params``.
+        non_negative: ``True`` when the method's maps are ``>= 0`` by construction (display
+            with a sequential colour map); ``False`` (default) for signed maps (display with a
+            diverging colour map symmetric around 0).  It also decides which maps
+            :meth:`explain` flags as degenerate: all zero (signed) or ``<= 0`` everywhere
+            (non-negative).
+
+    Maps are returned unnormalised: plugins must not rescale them (e.g. to ``[0, 1]``), which
+    divides by zero on a flat map.  :meth:`explain` rejects NaN/inf values and flags flat maps
+    in :attr:`ExplanationResult.degenerate`.
 
     Args:
         model: a classifier mapping a float32 ``(N, C, H, W)`` batch to ``(N, K)`` scores
@@ -181,6 +208,7 @@ class Explainer(abc.ABC):
     name: ClassVar[str]
     paper: ClassVar[str]
     accepted_params: ClassVar[frozenset[str]] = frozenset()
+    non_negative: ClassVar[bool] = False
 
     def __init__(self, model: nn.Module, *, target_layer: str | None = None, **params: Any) -> None:
         if not isinstance(model, nn.Module):
@@ -199,7 +227,9 @@ class Explainer(abc.ABC):
         #: Subclasses complete it (e.g. with the resolved layer name) in their ``__init__``.
         self.params: dict[str, Any] = dict(params)
 
-    def explain(self, inputs: torch.Tensor, targets: Sequence[int]) -> ExplanationResult:
+    def explain(
+        self, inputs: torch.Tensor, targets: Sequence[int], *, num_classes: int | None = None
+    ) -> ExplanationResult:
         """Compute one saliency map per target class for a single image.
 
         Puts ``self.model`` in eval mode (and leaves it there), runs one gradient-free forward
@@ -210,22 +240,30 @@ class Explainer(abc.ABC):
                 the model expects (e.g. ImageNet-normalised); finite values.  Not modified.
             targets: non-empty sequence (or 1-D NumPy array) of class indices ``0 <= t < K``
                 (Python or NumPy integers; ``bool`` is rejected).  Duplicates are allowed.
+            num_classes: the model's output width ``K`` when the caller knows it (e.g. a
+                registered model); skips the gradient-free forward pass that checks it.
 
         Returns:
             :class:`ExplanationResult` with ``attributions`` of shape ``(len(targets), H, W)``,
-            dtype ``float32``.
+            dtype ``float32``.  A map that is zero everywhere (for :attr:`non_negative`
+            methods: ``<= 0`` everywhere) is returned as an exact all-zero map (no ``-0.0``)
+            with ``degenerate[i] = True``.
 
         Raises:
             ExplainerInputError: wrong tensor type/dtype/shape, non-finite values, empty
                 targets, non-integer targets, targets outside ``[0, K)``, or a model that
                 rejects the input (e.g. wrong channel count).
             ExplainerConfigError: the model does not return a ``(1, K)`` tensor.
-            ExplainerOutputError: :meth:`_attribute` returned a malformed array.
+            ExplainerOutputError: :meth:`_attribute` returned a malformed array, including
+                NaN or infinite values (e.g. from a ``0 / 0`` normalisation of a flat map).
         """
         self._check_inputs(inputs)
         target_tuple = self._check_target_types(targets)
         self.model.eval()
-        num_classes = self._num_classes(inputs)
+        # The caller may know the output width (a registered model checked it at registration):
+        # then the extra gradient-free forward pass that checks it is skipped.
+        if num_classes is None:
+            num_classes = self._num_classes(inputs)
         bad = [t for t in target_tuple if not 0 <= t < num_classes]
         if bad:
             raise ExplainerInputError(
@@ -234,8 +272,13 @@ class Explainer(abc.ABC):
             )
         maps = self._attribute(inputs, target_tuple)
         maps = self._check_maps(maps, len(target_tuple), tuple(inputs.shape[-2:]))
+        maps, degenerate = self._zero_degenerate_maps(maps)
         return ExplanationResult(
-            method=self.key, targets=target_tuple, attributions=maps, params=dict(self.params)
+            method=self.key,
+            targets=target_tuple,
+            attributions=maps,
+            params=dict(self.params),
+            degenerate=degenerate,
         )
 
     @abc.abstractmethod
@@ -319,9 +362,23 @@ class Explainer(abc.ABC):
         maps = maps.astype(np.float32, copy=False)
         if not np.all(np.isfinite(maps)):
             raise ExplainerOutputError(
-                f"{type(self).__name__}._attribute returned NaN or infinite values"
+                f"{type(self).__name__}._attribute returned NaN or infinite values "
+                "(explainers must return unnormalised maps; a 0/0 normalisation of a flat map "
+                "gives NaN)"
             )
         return maps
+
+    def _zero_degenerate_maps(self, maps: np.ndarray) -> tuple[np.ndarray, tuple[bool, ...]]:
+        """Flag maps without any evidence and store them as exact zeros (no ``-0.0``)."""
+        flat = maps.reshape(len(maps), -1)
+        if self.non_negative:
+            degenerate = tuple(bool(flag) for flag in np.all(flat <= 0, axis=1))
+        else:
+            degenerate = tuple(bool(flag) for flag in np.all(flat == 0, axis=1))
+        if any(degenerate):
+            maps = maps.copy()  # may share memory with the plugin's tensors
+            maps[np.array(degenerate)] = 0.0
+        return maps, degenerate
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(model={type(self.model).__name__}, params={self.params})"

@@ -418,7 +418,7 @@ def explanation_item_compute(
     todo = [t for t in targets if t not in existing]
     if todo:
         started = time.perf_counter()
-        result = explainer.explain(inputs, todo)
+        result = explainer.explain(inputs, todo, num_classes=model.num_classes)
         per_map_ms = int((time.perf_counter() - started) * 1000 / len(todo))
         ranks = prediction.topk_indices()
         flags = getattr(result, "degenerate", None) or (False,) * len(result.targets)

@@ -234,6 +234,14 @@ CELERY_BEAT_SCHEDULE = {
 # --- Explanations -----------------------------------------------------------------------
 STUDYPLATFORM_EXPLAINERS = [
     "explanations.explainers.heatmap.gradcam.GradCam",
+    "explanations.explainers.heatmap.saliency.Saliency",
+    "explanations.explainers.heatmap.smoothgrad.SmoothGrad",
+    "explanations.explainers.heatmap.integrated_gradients.IntegratedGradients",
+    "explanations.explainers.heatmap.guided_backprop.GuidedBackprop",
+    "explanations.explainers.heatmap.guided_backprop.GuidedGradCam",
+    "explanations.explainers.heatmap.occlusion.Occlusion",
+    "explanations.explainers.heatmap.lime.Lime",
+    "explanations.explainers.heatmap.rise.Rise",
 ]
 # "auto" = CUDA when available, else CPU; or "cpu", "cuda", "cuda:1", ...
 STUDYPLATFORM_DEVICE = env_str("STUDYPLATFORM_DEVICE", "auto")

@@ -7,9 +7,8 @@ documents every option with an example.
 
 from __future__ import annotations
 
-import re
-
 import io
+import re
 from pathlib import Path
 
 import pytest
@@ -580,8 +579,10 @@ def test_explain_wait_gives_up_after_the_timeout_without_a_worker(model, dataset
             "top_k must be in 1..4, got 5",
         ),
         (
-            ["--model", "Tiny colours", "--dataset", "Squares", "--method", "lime"],
-            "unknown explanation method 'lime'; enabled: ['gradcam']",
+            ["--model", "Tiny colours", "--dataset", "Squares", "--method", "telepathy"],
+            "unknown explanation method 'telepathy'; enabled: ['gradcam', 'guided_backprop', "
+            "'guided_gradcam', 'integrated_gradients', 'lime', 'occlusion', 'rise', "
+            "'saliency', 'smoothgrad']",
         ),
     ],
 )
