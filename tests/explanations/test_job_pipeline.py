@@ -28,11 +28,6 @@ from explanations.services import (
     explanation_params_key,
 )
 from explanations.services import jobs as job_services
-from tests.explanations.test_byo_roundtrip import (  # noqa: F401  (fixtures)
-    factory_model,
-    folder_dataset,
-    media,
-)
 
 
 class ScaledInput(Explainer):

@@ -10,11 +10,6 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from explanations.models import MethodCheck
-from tests.explanations.test_byo_roundtrip import (  # noqa: F401  (fixtures)
-    factory_model,
-    folder_dataset,
-    media,
-)
 from tests.explanations.test_job_pipeline import run_job
 
 
