@@ -158,11 +158,13 @@ def overlay(
     return np.clip(np.rint(blended), 0, 255).astype(np.uint8)
 
 
-def to_png_bytes(image: np.ndarray) -> bytes:
+def to_png_bytes(image: np.ndarray, *, compress_level: int = 6) -> bytes:
     """Encode an image as PNG.
 
     Args:
         image: ``uint8`` array of shape ``(H, W, 3)`` (RGB) or ``(H, W)`` (greyscale).
+        compress_level: zlib level 0-9 (Pillow's default 6; 1 is ~4x faster and ~30% larger,
+            what explanation jobs use for their researcher-page overlays).
 
     Returns:
         The PNG file contents; decoding them gives back exactly ``image``.
@@ -178,7 +180,9 @@ def to_png_bytes(image: np.ndarray) -> bytes:
     if image.shape[0] == 0 or image.shape[1] == 0:
         raise ValueError(f"image must not be empty, got shape {image.shape}")
     buffer = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(image)).save(buffer, format="PNG")
+    Image.fromarray(np.ascontiguousarray(image)).save(
+        buffer, format="PNG", compress_level=compress_level
+    )
     return buffer.getvalue()
 
 

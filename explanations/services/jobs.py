@@ -492,7 +492,7 @@ def _explanation_store(
     stem = f"{model.pk}-{item.pk}-{method}-{params_key[:12] or 'p'}-{target}"
     for field_file, suffix, content in (
         (explanation.array, "npy", npy.getvalue()),
-        (explanation.overlay, "png", rendering.to_png_bytes(overlay)),
+        (explanation.overlay, "png", rendering.to_png_bytes(overlay, compress_level=1)),
     ):
         # Deterministic names: a file left by a run killed before its row was saved is
         # replaced, not duplicated under a new name (the item's lease excludes other runners).
