@@ -58,9 +58,14 @@ def main(argv=None) -> int:
     p.add_argument("--panel", default="", help="write the all-methods panel PNG here")
     p.add_argument("--device", default="auto")
     p.add_argument("--no-bare", action="store_true", help="skip the bare-library timing")
+    p.add_argument(
+        "--from-db",
+        default="",
+        help="panel only: draw the maps already stored in this var dir (no recomputation)",
+    )
     a = p.parse_args(argv)
 
-    var_dir = tempfile.mkdtemp(prefix="bench-explainers-")
+    var_dir = a.from_db or tempfile.mkdtemp(prefix="bench-explainers-")
     os.environ["STUDYPLATFORM_DEVICE"] = a.device
     _django_setup(var_dir)
 
@@ -114,13 +119,19 @@ def main(argv=None) -> int:
         return time.perf_counter() - t0
 
     floor_s()  # warm-up
-    floors = [floor_s() for _ in range(a.repeats)]
+    floors = [floor_s() for _ in range(0 if a.from_db else a.repeats)] or [1.0]
     floor = statistics.median(floors)
     print(f"floor (1 forward + 1 backward): {len(items) / floor:.2f} images/s")
 
     rows, panel_cols = [], {}
     for key in methods:
         cls = registry[key]
+        if a.from_db:  # draw what an earlier run stored
+            panel_cols[cls.name] = {
+                e.item_id: explanation_array_load(e)
+                for e in Explanation.objects.filter(method=key, target_rank=0)
+            }
+            continue
         explainer = cls(net, target_layer=model.target_layer or None)
         bare_call = _bare(key, net, explainer)
         bare_times, pipe_times = [], []
@@ -174,13 +185,17 @@ def main(argv=None) -> int:
             cells = [("photo", view)]
             for name, maps in panel_cols.items():
                 if item.pk in maps:
-                    cells.append((name, rendering.overlays(view, maps[item.pk][None])[0]))
+                    picture = rendering.overlays(
+                        view, maps[item.pk][None], clip_percentile=1.0, stretch=True, alpha=0.6
+                    )[0]
+                    cells.append((name, picture))
             panel_rows.append((f"{item.name}: {model.class_name(t)[:18]}", cells))
         Path(a.panel).write_bytes(
             rendering.panel_png(
                 panel_rows,
                 title="Every method on the bundled photos, EfficientNet-Lite0, top-1 class "
-                "(sequential colours: non-negative maps; blue-white-red: signed maps)",
+                "(jet: non-negative maps, min-max; blue-white-red: signed maps around 0; "
+                "top 1% of |values| saturated)",
             )
         )
         print(f"\npanel written to {a.panel}")

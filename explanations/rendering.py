@@ -187,7 +187,13 @@ def to_png_bytes(image: np.ndarray, *, compress_level: int = 6) -> bytes:
 
 
 def overlays(
-    image: np.ndarray, maps: np.ndarray, *, joint: bool = False, alpha: float = 0.5
+    image: np.ndarray,
+    maps: np.ndarray,
+    *,
+    joint: bool = False,
+    alpha: float = 0.5,
+    clip_percentile: float | None = None,
+    stretch: bool = False,
 ) -> list[np.ndarray]:
     """Colour-mapped overlays of ``T`` maps of one image, choosing the display by sign.
 
@@ -203,6 +209,12 @@ def overlays(
         maps: real ``(T, H, W)``, finite.
         joint: one normalisation for all maps (intensities comparable across them).
         alpha: heatmap weight in ``[0, 1]``.
+        clip_percentile: scale by the ``100 - clip_percentile`` percentile of the absolute
+            values instead of the maximum, and clip above it (e.g. 1.0: the top 1 % saturate),
+            so that a few extreme pixels do not wash out pixel-level maps (Captum's
+            visualisation does the same with ``outlier_perc=2``). None: the maximum.
+        stretch: for non-negative maps, subtract each map's minimum first (RISE-like maps sit
+            on a large constant offset).
 
     Returns:
         ``T`` new ``uint8`` ``(H, W, 3)`` arrays.
@@ -213,12 +225,22 @@ def overlays(
     array = np.asarray(maps, dtype=np.float32)
     if array.ndim != 3 or not np.all(np.isfinite(array)):
         raise ValueError(f"maps must be finite with shape (T, H, W), got {array.shape}")
-    if float(array.min()) >= 0:
+    signed = float(array.min()) < 0
+    if not signed and stretch:
+        array = array - array.min(axis=(1, 2), keepdims=True)
+    if not signed and clip_percentile is None:
         scaled = normalize_jointly(array) if joint else normalize_each(array)
         return [overlay(image, m, alpha=alpha, cmap=SEQUENTIAL_CMAP) for m in scaled]
-    peaks = np.abs(array).max(axis=(1, 2), keepdims=True)
+    magnitude = np.abs(array)
+    q = 100.0 - (clip_percentile or 0.0)
     if joint:
-        peaks = np.full_like(peaks, float(np.abs(array).max()))
+        peaks = np.full((len(array), 1, 1), float(np.percentile(magnitude, q)), np.float32)
+    else:
+        peaks = np.percentile(magnitude, q, axis=(1, 2)).astype(np.float32)[:, None, None]
+    if not signed:
+        safe = np.where(peaks > 0, peaks, np.float32(1))
+        scaled = np.clip(array / safe, 0.0, 1.0).astype(np.float32)
+        return [overlay(image, m, alpha=alpha, cmap=SEQUENTIAL_CMAP) for m in scaled]
     safe = np.where(peaks > 0, peaks, np.float32(1))
     centred = np.clip((array / safe + 1.0) / 2.0, 0.0, 1.0).astype(np.float32)
     return [overlay(image, m, alpha=alpha, cmap=DIVERGING_CMAP) for m in centred]

@@ -382,25 +382,22 @@ class _TrialBuilder:
             pred = plan.prediction.predicted_index
             stimuli["heatmap"] = self.stimuli.save(
                 (item.pk, method, "each", pred),
-                lambda: rendering.overlay(
-                    view, rendering.normalize_each(self._saliency(plan, method, pred)[None])[0]
-                ),
+                lambda: rendering.overlays(view, self._saliency(plan, method, pred)[None])[0],
             )
         elif task in (TaskType.DISTINCTION, TaskType.OUTPUT_PREDICTION):
             order = list(plan.candidates)
             random.Random(f"{self.study.pk}:{item.pk}").shuffle(order)
             joint = None
-            if explained:
+            if explained:  # one colour scale for the k maps shown together (signed or not)
                 maps = np.stack([self._saliency(plan, method, c) for c in order])
-                joint = rendering.normalize_jointly(maps)
+                joint = rendering.overlays(view, maps, joint=True)
             for pos, cls in enumerate(order):
                 option = {"value": str(pos), "label": model.class_name(cls)}
                 if joint is not None:
                     slot = f"h{pos}"
-                    saliency = joint[pos]
                     stimuli[slot] = self.stimuli.save(
                         (item.pk, method, "joint", tuple(order), pos),
-                        lambda s=saliency: rendering.overlay(view, s),
+                        lambda picture=joint[pos]: picture,
                     )
                     option["image"] = slot
                 options.append(option)
