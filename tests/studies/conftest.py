@@ -25,7 +25,7 @@ ENGINE_ITEMS = [
     ("w1", 0, [2, 0, 1, 3, 4]),  # truth second
     ("w2", 3, [5, 4, 0, 1, 3]),
 ]
-METHODS = ("gradcam", "saliency")
+METHODS = ("gradcam", "saliency", "integrated_gradients")  # the last one signed
 SIZE = 16
 
 
@@ -72,6 +72,8 @@ def engine_world(db):
             for target in range(len(CLASS_NAMES)):
                 saliency = np.zeros((SIZE, SIZE), dtype=np.float32)
                 saliency[target : target + 3, 2:9] = float(target + 1)
+                if method == "integrated_gradients":  # signed: negative evidence on the right
+                    saliency[target : target + 3, 10:14] = -float(target + 1)
                 buf = io.BytesIO()
                 np.save(buf, saliency)
                 e = Explanation(

@@ -695,3 +695,22 @@ def test_a_paused_study_still_lets_those_who_started_come_back(make_study):
     assert again.status_code == 302 and token_of(again["Location"]) == token
     assert Client().get(f"/s/{study.slug}/?PROLIFIC_PID=new456").status_code == 410
     assert Participant.objects.filter(study=study).count() == 1
+
+
+def test_a_signed_method_condition_is_shown_with_its_sign(make_study):
+    study = make_study(
+        conditions=[{"name": "ig", "method": "integrated_gradients"}],
+        tasks=[{"type": "agreement"}, {"type": "distinction"}],
+        task_assignment="within",
+    )
+    trial = study.trials.filter(task_type="agreement", kind="main").first()
+    heat = np.asarray(Image.open(default_storage.open(trial.stimuli["heatmap"])).convert("RGB"))
+    photo = np.asarray(
+        Image.open(default_storage.open(trial.stimuli["photo"])).convert("RGB")
+    ).astype(int)
+    t = trial.predicted_index
+    neg, pos = heat[t + 1, 12].astype(int), heat[t + 1, 5].astype(int)
+    # blue-white-red around 0: the negative strip leans blue, the positive one red, against the photo
+    assert neg[2] - neg[0] > photo[t + 1, 12, 2] - photo[t + 1, 12, 0]
+    assert pos[0] - pos[2] > photo[t + 1, 5, 0] - photo[t + 1, 5, 2]
+    assert study.trials.filter(task_type="distinction").exists()
