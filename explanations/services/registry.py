@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import threading
@@ -12,6 +13,7 @@ import numpy as np
 import torch
 from django.conf import settings
 from django.core.files import File
+from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import IntegrityError, transaction
 from torch import nn
@@ -251,15 +253,42 @@ def item_model_view(*, item: Item, model: ClassifierModel) -> np.ndarray:
     """The photo as the model sees it: (S, S, 3) uint8, S = ``model.input_size``, cropped or
     squashed according to ``model.resize_policy``.
 
+    Decoded and resized once per (item content, size, policy), then read from a cached
+    ``.npy`` under ``views/`` (0.3 ms instead of ~9 ms for a photo): every method, the
+    prediction, the stored map, the overlay and the study stimuli use these same pixels.
+
     Raises:
         ImageDecodeError: the stored file cannot be decoded.
     """
+    cache_name = None
+    if item.sha256:
+        cache_name = (
+            f"views/{item.sha256[:2]}/{item.sha256}-{model.input_size}-{model.resize_policy}.npy"
+        )
+        try:
+            with default_storage.open(cache_name, "rb") as fh:
+                view = np.load(io.BytesIO(fh.read()), allow_pickle=False)
+            if view.dtype == np.uint8 and view.shape == (model.input_size, model.input_size, 3):
+                return view
+        except (OSError, ValueError):
+            pass  # not cached yet (or unreadable): decode
     with item.image.open("rb") as fh:
         data = fh.read()
     decoded = image_decode(data, name=item.name, max_pixels=settings.STUDYPLATFORM_MAX_IMAGE_PIXELS)
     if model.resize_policy == ResizePolicy.RESIZE:
-        return resize_to_square(decoded.pixels, model.input_size)
-    return center_square_resize(decoded.pixels, model.input_size)
+        view = resize_to_square(decoded.pixels, model.input_size)
+    else:
+        view = center_square_resize(decoded.pixels, model.input_size)
+    if cache_name:
+        buf = io.BytesIO()
+        np.save(buf, np.ascontiguousarray(view), allow_pickle=False)
+        try:
+            if default_storage.exists(cache_name):
+                default_storage.delete(cache_name)
+            default_storage.save(cache_name, ContentFile(buf.getvalue()))
+        except OSError:
+            logger.warning("cannot cache the model view of item %s", item.pk)
+    return view
 
 
 class ModelInUse(ValueError):

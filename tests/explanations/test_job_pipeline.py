@@ -260,3 +260,28 @@ def test_evaluate_stores_deletion_and_insertion_auc_per_map(
     assert (e.deletion_auc, e.insertion_auc) == pytest.approx(
         (again.deletion_auc, again.insertion_auc), abs=1e-9
     )
+
+
+def test_the_model_view_is_decoded_once_and_then_read_from_its_cache(
+    factory_model, folder_dataset, media
+):
+    from explanations import imageio
+    from explanations.services import item_model_view
+
+    item = folder_dataset.items.order_by("id").first()
+    first = item_model_view(item=item, model=factory_model)
+    cached = list((media / "views").rglob("*.npy"))
+    assert len(cached) == 1 and cached[0].name.startswith(item.sha256)
+    calls = []
+    original = imageio.image_decode
+    try:
+        from explanations.services import registry
+
+        registry.image_decode = lambda *a, **k: calls.append(1) or original(*a, **k)
+        again = item_model_view(item=item, model=factory_model)
+        assert calls == [] and np.array_equal(first, again)  # the same pixels, no decoding
+        factory_model.input_size = 16  # another size is another entry, decoded once
+        small = item_model_view(item=item, model=factory_model)
+        assert calls == [1] and small.shape == (16, 16, 3)
+    finally:
+        registry.image_decode = original
