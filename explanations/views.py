@@ -38,6 +38,7 @@ from .services import (
     ModelRegistrationError,
     dataset_import_job_create,
     explanation_job_retry_failed,
+    explanation_overlay_ensure,
     model_register,
 )
 from .uploads import upload_write
@@ -85,9 +86,11 @@ def job_retry(request: HttpRequest, pk: int) -> HttpResponse:
 
 @staff_member_required
 def explanation_overlay(request: HttpRequest, pk: int) -> FileResponse:
-    explanation = get_object_or_404(Explanation, pk=pk)
-    if not explanation.overlay:
-        raise Http404
+    explanation = get_object_or_404(Explanation.objects.select_related("item", "model"), pk=pk)
+    try:
+        explanation = explanation_overlay_ensure(explanation)  # drawn on first request
+    except ImageDecodeError:
+        raise Http404("the photo of this map cannot be decoded") from None
     return FileResponse(explanation.overlay.open("rb"), content_type="image/png")
 
 

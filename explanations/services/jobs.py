@@ -472,8 +472,8 @@ def _explanation_store(
     saliency = np.asarray(saliency, dtype=np.float32)
     npy = io.BytesIO()
     np.save(npy, saliency, allow_pickle=False)
-    # Signed methods keep their sign in the array; the overlay shows it (diverging colours).
-    overlay = rendering.overlays(view, saliency[None])[0]
+    # Rendering is separate from computing: the overlay PNG is drawn when first asked for
+    # (:func:`explanation_overlay_ensure`), not on the GPU worker's time.
     explanation = Explanation(
         model=model,
         item=item,
@@ -489,27 +489,53 @@ def _explanation_store(
         insertion_auc=insertion_auc,
         duration_ms=duration_ms,
     )
-    stem = f"{model.pk}-{item.pk}-{method}-{params_key[:12] or 'p'}-{target}"
-    for field_file, suffix, content in (
-        (explanation.array, "npy", npy.getvalue()),
-        (explanation.overlay, "png", rendering.to_png_bytes(overlay, compress_level=1)),
-    ):
-        # Deterministic names: a file left by a run killed before its row was saved is
-        # replaced, not duplicated under a new name (the item's lease excludes other runners).
-        name = field_file.field.generate_filename(explanation, f"{stem}.{suffix}")
-        if default_storage.exists(name):
-            default_storage.delete(name)
-        field_file.save(f"{stem}.{suffix}", ContentFile(content), save=False)
+    _deterministic_save(explanation.array, explanation, _stem(explanation), "npy", npy.getvalue())
     try:
         with transaction.atomic():
             explanation.save()
     except IntegrityError:
-        # Another run stored this artifact first: keep theirs, drop our files.
+        # Another run stored this artifact first: keep theirs, drop our file.
         explanation.array.delete(save=False)
-        explanation.overlay.delete(save=False)
         explanation = Explanation.objects.get(
             model=model, item=item, method=method, params_key=params_key, target_index=target
         )
+    return explanation
+
+
+def _stem(e: Explanation) -> str:
+    return f"{e.model_id}-{e.item_id}-{e.method}-{e.params_key[:12] or 'p'}-{e.target_index}"
+
+
+def _deterministic_save(field_file, instance, stem: str, suffix: str, content: bytes) -> None:
+    """Save under a name fixed by the artifact's identity: a file left by a run killed before
+    its row was saved is replaced, not duplicated under a new name (the item's lease excludes
+    other runners)."""
+    name = field_file.field.generate_filename(instance, f"{stem}.{suffix}")
+    if default_storage.exists(name):
+        default_storage.delete(name)
+    field_file.save(f"{stem}.{suffix}", ContentFile(content), save=False)
+
+
+def explanation_overlay_ensure(explanation: Explanation) -> Explanation:
+    """Draw and store the overlay PNG of a stored map if it has none yet (researcher pages
+    ask for it; studies render their own stimuli). Non-negative maps: sequential colours,
+    each map to its own maximum; signed maps: blue-white-red around 0.
+
+    Raises:
+        ImageDecodeError: the item's photo cannot be decoded.
+    """
+    if explanation.overlay:
+        return explanation
+    view = item_model_view(item=explanation.item, model=explanation.model)
+    picture = rendering.overlays(view, explanation_array_load(explanation)[None])[0]
+    _deterministic_save(
+        explanation.overlay,
+        explanation,
+        _stem(explanation),
+        "png",
+        rendering.to_png_bytes(picture, compress_level=1),
+    )
+    Explanation.objects.filter(pk=explanation.pk).update(overlay=explanation.overlay.name)
     return explanation
 
 

@@ -42,6 +42,7 @@ from explanations.services import (
     explanation_array_load,
     explanation_job_create,
     explanation_job_run,
+    explanation_overlay_ensure,
     item_model_view,
     model_register,
 )
@@ -259,6 +260,8 @@ def test_round_trip_predicts_every_item_and_stores_gradcam_maps_on_disk(
     assert len(explanations) == 9 * 4  # top-4 = every class; the truth is among them
     for explanation in explanations:
         assert Path(explanation.array.path).is_file()
+        assert not explanation.overlay  # drawn on first request, not on the worker's time
+        explanation = explanation_overlay_ensure(explanation)
         assert Path(explanation.overlay.path).is_file()
         saliency = explanation_array_load(explanation)
         assert saliency.shape == (INPUT_SIZE, INPUT_SIZE) and saliency.dtype == np.float32

@@ -9,12 +9,14 @@ transaction.
 from __future__ import annotations
 
 import io
+from pathlib import Path
 from types import SimpleNamespace
 from unittest import mock
 
 import numpy as np
 import pytest
 import torch
+from django.conf import settings
 from PIL import Image
 
 from explanations import rendering
@@ -45,6 +47,7 @@ from explanations.services import (
     explanation_array_load,
     explanation_job_create,
     explanation_job_run,
+    explanation_overlay_ensure,
     explanation_targets,
     item_model_view,
 )
@@ -293,6 +296,7 @@ def test_job_artifacts_are_nonnegative_float32_maps_and_224px_png_overlays(demo)
             "relu_attributions": True,
             "upsample": "bilinear",
         }
+        explanation = explanation_overlay_ensure(explanation)
         with explanation.overlay.open("rb") as fh:
             overlay_img = Image.open(io.BytesIO(fh.read()))
             overlay_img.load()
@@ -352,11 +356,16 @@ def _photo_sources(names: list[str]) -> list[ImageSource]:
 
 
 def _corrupt_on_disk(item) -> None:
+    """Truncate the stored photo and drop any cached model view of its content (the demo
+    dataset holds the same photos, and a view cached by content would still be served)."""
     path = item.image.path
     with open(path, "rb") as fh:
         data = fh.read()
     with open(path, "wb") as fh:
         fh.write(data[: len(data) // 2])
+    views = Path(settings.MEDIA_ROOT) / "views"
+    for cached in views.rglob(f"{item.sha256}-*.npy") if views.exists() else []:
+        cached.unlink()
 
 
 @pytest.mark.django_db
