@@ -16,6 +16,7 @@ from rest_framework.views import APIView
 from explanations.api import ErrorSerializer
 from studies.researcher_views import study_get_for_user
 
+from .export import csv_bytes
 from .results import SIMULATED_FILTERS, study_results
 
 _SIMULATED = OpenApiParameter(
@@ -108,6 +109,9 @@ class StudyResponsesExportApi(APIView):
     def get(self, request, slug: str):
         study = study_get_for_user(request.user, slug)
         frame = study_results(study, simulated=_simulated(request)).responses
-        response = HttpResponse(frame.to_csv(index=False), content_type="text/csv; charset=utf-8")
+        response = HttpResponse(
+            csv_bytes(frame, bom=request.GET.get("bom") == "1"),
+            content_type="text/csv; charset=utf-8",
+        )
         response["Content-Disposition"] = f'attachment; filename="{study.slug}-responses.csv"'
         return response

@@ -8,6 +8,7 @@ from django.shortcuts import render
 
 from studies.researcher_views import study_get_for_user
 
+from .export import csv_bytes
 from .results import SIMULATED_FILTERS, results_plot_png, study_results
 
 
@@ -54,7 +55,10 @@ def study_results_csv(request: HttpRequest, slug: str) -> HttpResponse:
     if simulated is None:
         return HttpResponseBadRequest(f"simulated must be one of {SIMULATED_FILTERS}")
     frame = study_results(study, simulated=simulated).responses
-    response = HttpResponse(frame.to_csv(index=False), content_type="text/csv; charset=utf-8")
+    response = HttpResponse(
+        csv_bytes(frame, bom=request.GET.get("bom") == "1"),
+        content_type="text/csv; charset=utf-8",
+    )
     response["Content-Disposition"] = f'attachment; filename="{study.slug}-responses.csv"'
     return response
 
