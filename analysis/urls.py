@@ -9,4 +9,5 @@ urlpatterns = [
     path("r/studies/<slug:slug>/results.png", views.study_results_plot, name="results-plot"),
     path("r/studies/<slug:slug>/responses.csv", views.study_results_csv, name="results-csv"),
     path("r/studies/<slug:slug>/spec.yaml", views.study_spec_yaml, name="spec-yaml"),
+    path("r/studies/<slug:slug>/codebook.csv", views.study_codebook_csv, name="codebook"),
 ]

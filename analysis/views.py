@@ -76,3 +76,17 @@ def study_spec_yaml(request: HttpRequest, slug: str) -> HttpResponse:
     response = HttpResponse(body, content_type="application/yaml; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="{study.slug}-spec.yaml"'
     return response
+
+
+@login_required
+def study_codebook_csv(request: HttpRequest, slug: str) -> HttpResponse:
+    """What every column of the responses CSV holds (type and meaning), as CSV."""
+    from .codebook import codebook_frame
+    from .datasets import RESPONSE_COLUMNS
+
+    study = study_get_for_user(request.user, slug)
+    response = HttpResponse(
+        csv_bytes(codebook_frame(RESPONSE_COLUMNS)), content_type="text/csv; charset=utf-8"
+    )
+    response["Content-Disposition"] = f'attachment; filename="{study.slug}-codebook.csv"'
+    return response

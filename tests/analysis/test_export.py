@@ -44,3 +44,18 @@ def test_csv_round_trips_awkward_text_and_neutralises_formulas():
     assert rows[1]["score"] == "-0.25"
     back = pd.read_csv(io.BytesIO(raw))
     assert back["rt_ms"].dtype.kind == "i" and back["score"].tolist() == frame["score"].tolist()
+
+
+def test_every_exported_column_is_in_the_codebook_and_served(researcher, hive_study, client):
+    from analysis.codebook import CODEBOOK, codebook_frame
+    from analysis.datasets import RESPONSE_COLUMNS
+
+    assert list(codebook_frame(RESPONSE_COLUMNS)["column"]) == RESPONSE_COLUMNS
+    assert set(CODEBOOK) == set(RESPONSE_COLUMNS)  # nothing stale either
+    client.force_login(researcher)
+    rows = list(
+        csv.DictReader(
+            io.StringIO(client.get(f"/r/studies/{hive_study.slug}/codebook.csv").content.decode())
+        )
+    )
+    assert [r["column"] for r in rows] == RESPONSE_COLUMNS and all(r["description"] for r in rows)
