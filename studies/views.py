@@ -71,13 +71,15 @@ def study_start(request: HttpRequest, slug: str) -> HttpResponse:
     study = get_object_or_404(Study, slug=slug)
     if request.GET.get("assignmentId") == MTURK_PREVIEW:
         return render(request, "studies/participant/mturk_preview.html", {"study": study})
-    # Someone who already started resumes, also while the study is paused (nobody new).
-    returning = _returning(request, study)
-    if returning is not None and study.accepts_answers:
-        _remember(request, study, returning)
-        return redirect("studies:participant", token=returning.token)
-    if not study.is_open:
+    # Someone who already started resumes, also while the study is paused (nobody new):
+    # a crowd id through participant_enroll, a public link through this browser's session.
+    if not study.accepts_answers:
         return _closed(request, study)
+    known = request.session.get(SESSION_KEY, {}).get(slug)
+    if known and not (request.GET.get("PROLIFIC_PID") or request.GET.get("workerId")):
+        participant = Participant.objects.filter(token=known, study=study).first()
+        if participant:
+            return redirect("studies:participant", token=participant.token)
     try:
         participant, _ = _enroll(request, study)
     except services.StudyFull:
@@ -86,26 +88,6 @@ def study_start(request: HttpRequest, slug: str) -> HttpResponse:
         return _closed(request, study)
     _remember(request, study, participant)
     return redirect("studies:participant", token=participant.token)
-
-
-def _returning(request: HttpRequest, study: Study) -> Participant | None:
-    """The participant this browser or crowd id already is, if any."""
-    q = request.GET
-    for source, crowd_id in (
-        (CrowdSource.PROLIFIC, q.get("PROLIFIC_PID", "")),
-        (CrowdSource.MTURK, q.get("workerId", "")),
-    ):
-        crowd_id = crowd_id.strip()[:200]
-        if crowd_id:
-            return Participant.objects.filter(
-                study=study,
-                crowd_source=source,
-                crowd_id_hash=services.crowd_id_hash(study, source, crowd_id),
-            ).first()
-    known = request.session.get(SESSION_KEY, {}).get(study.slug)
-    if known:
-        return Participant.objects.filter(token=known, study=study).first()
-    return None
 
 
 def _enroll(request: HttpRequest, study: Study, **extra):
@@ -239,7 +221,7 @@ def participant_page(request: HttpRequest, token) -> HttpResponse:
             "notice": notice,
             "draft": participant.feedback if draft is None else draft,
             "task_template": task_template,
-            "expected_trials": _expected_trials(participant.study),
+            "expected_trials": services.study_pages_per_participant(participant.study),
             **_instructions_context(participant),
         },
     )
@@ -257,20 +239,6 @@ def _instructions_context(participant: Participant) -> dict:
         "practice": spec_trials.get("practice", 0),
         "time_limit": spec_trials.get("time_limit_s"),
     }
-
-
-def _expected_trials(study: Study) -> int:
-    """Pages a participant will see (for the consent text, before the order is drawn)."""
-    spec = study.spec
-    trials = spec.get("trials") or {}
-    per_task = (
-        (trials.get("model_correct") or 0) + (trials.get("model_incorrect") or 0)
-        or trials.get("per_participant")
-        or len((spec.get("resolved") or {}).get("main_items", []))
-    )
-    tasks = 1 if spec.get("task_assignment", "between") == "between" else len(spec.get("tasks", []))
-    extra = trials.get("practice", 0) + trials.get("attention_checks", 0)
-    return tasks * (per_task + extra) + len(spec.get("questionnaires", []))
 
 
 @participant_post

@@ -50,7 +50,12 @@ def _layer_groups(net: torch.nn.Module) -> str | list[str]:
     units.reverse()  # top (logits) first
     if len(units) <= MAX_RANDOMISATION_STEPS:
         return units
-    picks = sorted({round(i * (len(units) - 1) / (MAX_RANDOMISATION_STEPS - 1)) for i in range(8)})
+    picks = sorted(
+        {
+            round(i * (len(units) - 1) / (MAX_RANDOMISATION_STEPS - 1))
+            for i in range(MAX_RANDOMISATION_STEPS)
+        }
+    )
     return [units[i] for i in picks]
 
 

@@ -714,3 +714,24 @@ def test_a_signed_method_condition_is_shown_with_its_sign(make_study):
     assert neg[2] - neg[0] > photo[t + 1, 12, 2] - photo[t + 1, 12, 0]
     assert pos[0] - pos[2] > photo[t + 1, 5, 0] - photo[t + 1, 5, 2]
     assert study.trials.filter(task_type="distinction").exists()
+
+
+def test_study_commands_refuse_bad_input_and_create_nothing(make_study, tmp_path):
+    from django.core.management import call_command
+    from django.core.management.base import CommandError
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("version: 1\ntitle: X\ntasks: [{type: telepathy}]\n")
+    with pytest.raises(CommandError, match=r"tasks\[0\]\.type: 'telepathy' is not one of"):
+        call_command("study_create", str(bad), "--owner", "researcher")
+    with pytest.raises(CommandError, match="--owner: no user named 'nobody'"):
+        call_command("study_create", str(bad), "--owner", "nobody")
+    with pytest.raises(CommandError, match="cannot read"):
+        call_command("study_create", str(tmp_path / "missing.yaml"), "--owner", "researcher")
+    assert not Study.objects.exists()
+    draft = make_study(open_now=False)
+    with pytest.raises(CommandError, match="is draft; launch it first"):
+        call_command("study_pilot", draft.slug)
+    with pytest.raises(CommandError, match="no study 'nope'"):
+        call_command("study_pilot", "nope")
+    assert not Participant.objects.exists()
