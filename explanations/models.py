@@ -311,6 +311,9 @@ class ExplanationJobItem(models.Model):
     leased_until = models.DateTimeField(
         null=True, blank=True, help_text="A worker holds this item until then."
     )
+    lease_token = models.CharField(
+        max_length=32, blank=True, help_text="Which runner holds the lease (random per claim)."
+    )
     error = models.TextField(blank=True)
     duration_ms = models.PositiveIntegerField(null=True, blank=True)
 

@@ -6,17 +6,21 @@ import hashlib
 import io
 import json
 import logging
+import os
 import time
+import uuid
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import numpy as np
 import torch
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.core.files.base import ContentFile
-from django.core.files.storage import default_storage
-from django.db import DatabaseError, IntegrityError, transaction
-from django.db.models import F, Q
+from django.db import DatabaseError, connection, transaction
+from django.db.models import F, Q, Value
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 from torch import nn
 
@@ -192,17 +196,30 @@ def torch_device() -> torch.device:
     return torch.device(wanted)
 
 
+#: A runner commits its finished items at least this often (seconds), in one transaction:
+#: a killed worker loses at most about this much work, and a method that takes milliseconds
+#: per image pays one claim and one commit per block instead of three commits per image.
+#: Slower methods (more than this per image) commit after every image.
+JOB_COMMIT_INTERVAL_S = 1.0
+#: Most items one claim leases together; the leases of the block's unfinished items are
+#: renewed at every commit.
+JOB_CLAIM_MAX = 64
+
+
 def explanation_job_run(*, job_id: int, item_ids: list[int] | None = None) -> ExplanationJob:
     """Process the pending items of a job (all, or the batch ``item_ids``); safe to run again,
     and twice at once.
 
-    Each item is claimed with a lease (``STUDYPLATFORM_JOB_LEASE_S``) before work starts and
-    its state is committed as soon as it finishes, so a re-run continues where a killed worker
-    stopped; a second runner skips leased items; artifact writes are idempotent (one per
-    model, item, method and target). An item that fails for a permanent reason (undecodable
-    image, explainer error) is marked failed with its reason and the others continue. A
-    transient error (database or broker connection, CUDA out of memory) releases the item and
-    is re-raised so the Celery task retries with backoff.
+    Items are claimed in chunks with a lease (``STUDYPLATFORM_JOB_LEASE_S``) and a random
+    token before work starts; a chunk holds as many items as the runner finishes in about
+    :data:`JOB_COMMIT_INTERVAL_S` (one at first, then sized from the measured time per item).
+    Its results (predictions, maps, item states, progress counters) are committed together as
+    soon as the chunk finishes, so a re-run continues where a killed worker stopped; a second
+    runner skips leased items; artifact writes are idempotent (one per model, item, method,
+    parameters and target). An item that fails for a permanent reason (undecodable image,
+    explainer error) is marked failed with its reason and the others continue. A transient
+    error (database or broker connection, CUDA out of memory) commits what the chunk finished,
+    releases the rest and is re-raised so the Celery task retries with backoff.
 
     Returns:
         The job. Finished (succeeded when at least one item succeeded or there were none,
@@ -213,50 +230,177 @@ def explanation_job_run(*, job_id: int, item_ids: list[int] | None = None) -> Ex
     if job.is_finished:
         return job
     now = timezone.now()
-    ExplanationJob.objects.filter(pk=job.pk, started_at__isnull=True).update(started_at=now)
-    ExplanationJob.objects.filter(pk=job.pk).update(status=JobStatus.RUNNING, heartbeat_at=now)
+    ExplanationJob.objects.filter(pk=job.pk).update(
+        status=JobStatus.RUNNING, heartbeat_at=now, started_at=Coalesce("started_at", Value(now))
+    )
     try:
         device = torch_device()
         net = classifier_load(job.model, device=device)
         explainer_cls = explainer_classes()[job.method]
         explainer = _explainer_build(explainer_cls, net, job.model, job.params)
-        job.params_key = explanation_params_key(job.method, explainer.params)
-        ExplanationJob.objects.filter(pk=job.pk).update(params_key=job.params_key)
     except (CheckpointError, ExplainerConfigError, KeyError) as exc:
         ExplanationJob.objects.filter(pk=job.pk).update(
             status=JobStatus.FAILED, error=f"cannot start: {exc}", finished_at=timezone.now()
         )
         job.refresh_from_db()
         return job
+    key = explanation_params_key(job.method, explainer.params)
+    if job.params_key != key:
+        job.params_key = key
+        ExplanationJob.objects.filter(pk=job.pk).update(params_key=key)
 
-    lease = timedelta(seconds=settings.STUDYPLATFORM_JOB_LEASE_S)
-    todo = job.job_items.filter(status=JobItemStatus.PENDING).select_related("item")
+    todo = job.job_items.filter(status=JobItemStatus.PENDING)
     if item_ids is not None:
         todo = todo.filter(item_id__in=item_ids)
-    for job_item in todo.order_by("id"):
-        now = timezone.now()
-        claimed = (
-            ExplanationJobItem.objects.filter(pk=job_item.pk, status=JobItemStatus.PENDING)
-            .filter(Q(leased_until__isnull=True) | Q(leased_until__lt=now))
-            .update(leased_until=now + lease, attempts=F("attempts") + 1)
+    todo_ids = list(todo.order_by("id").values_list("pk", flat=True))
+    for start in range(0, len(todo_ids), JOB_CLAIM_MAX):
+        _block_run(
+            job,
+            todo_ids[start : start + JOB_CLAIM_MAX],
+            net=net,
+            explainer=explainer,
+            device=device,
         )
-        if not claimed:
-            continue  # done meanwhile, or another runner holds it
-        started = time.perf_counter()
-        try:
-            explanation_item_compute(
-                job=job, item=job_item.item, net=net, explainer=explainer, device=device
-            )
-        except Exception as exc:
-            if _is_transient(exc) or isinstance(exc, SoftTimeLimitExceeded):
-                _lease_release(job_item.pk)
-                raise
-            logger.exception("job %s item %s failed", job.pk, job_item.item_id)
-            _job_item_finish(job, job_item.pk, JobItemStatus.FAILED, f"{type(exc).__name__}: {exc}")
-            continue
-        elapsed = int((time.perf_counter() - started) * 1000)
-        _job_item_finish(job, job_item.pk, JobItemStatus.DONE, "", elapsed)
     return explanation_job_finalize(job=job)
+
+
+@dataclass
+class _ItemOutcome:
+    """What one item of a chunk produced, committed with the chunk."""
+
+    job_item: ExplanationJobItem
+    status: str = JobItemStatus.DONE
+    error: str = ""
+    duration_ms: int | None = None
+    prediction: Prediction | None = None  # unsaved: a new prediction to store
+    explanations: list[Explanation] = field(default_factory=list)  # unsaved maps to store
+
+
+def _block_run(job, job_item_ids, *, net, explainer, device) -> None:
+    """Claim a block of job items, compute them, and commit the results at least every
+    :data:`JOB_COMMIT_INTERVAL_S` seconds and at the end.
+
+    Raises:
+        The transient errors of :data:`TRANSIENT_ERRORS` and ``SoftTimeLimitExceeded``, after
+        committing the finished items and releasing the rest of the block.
+    """
+    token = uuid.uuid4().hex
+    claimed = _lease_claim(job_item_ids, token)
+    if not claimed:
+        return
+    item_pks = [c.item_id for c in claimed]
+    predictions = {}
+    for p in Prediction.objects.filter(model=job.model, item_id__in=item_pks):
+        p.model = job.model
+        predictions[p.item_id] = p
+    stored: dict[tuple[int, int], Explanation] = {
+        (e.item_id, e.target_index): e
+        for e in Explanation.objects.filter(
+            model=job.model, item_id__in=item_pks, method=job.method, params_key=job.params_key
+        )
+    }
+    outcomes: list[_ItemOutcome] = []  # finished, not yet committed
+    last_commit = time.perf_counter()
+    try:
+        for job_item in claimed:
+            job_item.item.dataset = job.dataset
+            started = time.perf_counter()
+            outcome = _ItemOutcome(job_item)
+            try:
+                outcome.prediction, outcome.explanations = _item_explain(
+                    job=job,
+                    item=job_item.item,
+                    net=net,
+                    explainer=explainer,
+                    device=device,
+                    params_key=job.params_key,
+                    prediction=predictions.get(job_item.item_id),
+                    stored=stored,
+                )
+            except Exception as exc:
+                if _is_transient(exc) or isinstance(exc, SoftTimeLimitExceeded):
+                    raise
+                logger.exception("job %s item %s failed", job.pk, job_item.item_id)
+                outcome.status, outcome.error = JobItemStatus.FAILED, f"{type(exc).__name__}: {exc}"
+            else:
+                outcome.duration_ms = int((time.perf_counter() - started) * 1000)
+            outcomes.append(outcome)
+            if time.perf_counter() - last_commit >= JOB_COMMIT_INTERVAL_S:
+                _chunk_commit(job, outcomes, renew_token=token)
+                outcomes, last_commit = [], time.perf_counter()
+    except BaseException:
+        try:
+            _chunk_commit(job, outcomes)
+        finally:
+            _lease_release(token)
+        raise
+    _chunk_commit(job, outcomes)
+
+
+def _lease_claim(job_item_ids: list[int], token: str) -> list[ExplanationJobItem]:
+    """Lease the pending, unleased items among ``job_item_ids`` to the runner holding
+    ``token``; returns the ones it got, with their items, in id order."""
+    now = timezone.now()
+    lease = timedelta(seconds=settings.STUDYPLATFORM_JOB_LEASE_S)
+    ExplanationJobItem.objects.filter(pk__in=job_item_ids, status=JobItemStatus.PENDING).filter(
+        Q(leased_until__isnull=True) | Q(leased_until__lt=now)
+    ).update(leased_until=now + lease, lease_token=token, attempts=F("attempts") + 1)
+    return list(
+        ExplanationJobItem.objects.filter(pk__in=job_item_ids, lease_token=token)
+        .select_related("item")
+        .order_by("id")
+    )
+
+
+def _chunk_commit(
+    job: ExplanationJob, outcomes: list[_ItemOutcome], *, renew_token: str = ""
+) -> None:
+    """Store finished items' predictions and maps and finish the items, in one transaction;
+    with ``renew_token``, extend the lease of the block's items still to do.
+
+    Items already finished by another runner (lease expired meanwhile) are not counted
+    twice; a map another runner stored first is kept (same deterministic file name)."""
+    if not outcomes:
+        return
+    with transaction.atomic():
+        if renew_token:
+            lease = timedelta(seconds=settings.STUDYPLATFORM_JOB_LEASE_S)
+            ExplanationJobItem.objects.filter(
+                lease_token=renew_token, status=JobItemStatus.PENDING
+            ).update(leased_until=timezone.now() + lease)
+        new_predictions = [o.prediction for o in outcomes if o.prediction is not None]
+        if new_predictions:
+            Prediction.objects.bulk_create(
+                new_predictions,
+                update_conflicts=True,
+                unique_fields=["model", "item"],
+                update_fields=["topk", "predicted_index", "probability"],
+            )
+        new_maps = [e for o in outcomes for e in o.explanations]
+        if new_maps:
+            Explanation.objects.bulk_create(new_maps, ignore_conflicts=True)
+        done = [o for o in outcomes if o.status == JobItemStatus.DONE]
+        finished = {JobItemStatus.DONE: 0, JobItemStatus.FAILED: 0}
+        if done:
+            finished[JobItemStatus.DONE] = ExplanationJobItem.objects.filter(
+                pk__in=[o.job_item.pk for o in done], status=JobItemStatus.PENDING
+            ).update(status=JobItemStatus.DONE, error="", leased_until=None, lease_token="")
+            with connection.cursor() as cursor:  # one statement, many rows (no CASE to build)
+                table = connection.ops.quote_name(ExplanationJobItem._meta.db_table)
+                cursor.executemany(
+                    f"UPDATE {table} SET duration_ms = %s WHERE id = %s",
+                    [(o.duration_ms, o.job_item.pk) for o in done],
+                )
+        for o in outcomes:
+            if o.status == JobItemStatus.FAILED:
+                finished[JobItemStatus.FAILED] += ExplanationJobItem.objects.filter(
+                    pk=o.job_item.pk, status=JobItemStatus.PENDING
+                ).update(status=o.status, error=o.error, leased_until=None, lease_token="")
+        ExplanationJob.objects.filter(pk=job.pk).update(
+            done_items=F("done_items") + finished[JobItemStatus.DONE],
+            failed_items=F("failed_items") + finished[JobItemStatus.FAILED],
+            heartbeat_at=timezone.now(),
+        )
 
 
 def _explainer_build(
@@ -283,25 +427,14 @@ def _explainer_build(
         ) from None
 
 
-def _lease_release(job_item_id: int) -> None:
+def _lease_release(token: str) -> None:
+    """Give back the unfinished items leased under ``token``."""
     try:
-        ExplanationJobItem.objects.filter(pk=job_item_id).update(leased_until=None)
+        ExplanationJobItem.objects.filter(lease_token=token, status=JobItemStatus.PENDING).update(
+            leased_until=None, lease_token=""
+        )
     except DatabaseError:
-        pass  # the lease expires by itself
-
-
-def _job_item_finish(
-    job: ExplanationJob, job_item_id: int, status: str, error: str, duration_ms: int | None = None
-) -> None:
-    counter = "done_items" if status == JobItemStatus.DONE else "failed_items"
-    with transaction.atomic():
-        updated = ExplanationJobItem.objects.filter(
-            pk=job_item_id, status=JobItemStatus.PENDING
-        ).update(status=status, error=error, duration_ms=duration_ms, leased_until=None)
-        if updated:  # exactly once, even if two runners finished the same item
-            ExplanationJob.objects.filter(pk=job.pk).update(
-                **{counter: F(counter) + 1}, heartbeat_at=timezone.now()
-            )
+        pass  # the leases expire by themselves
 
 
 def explanation_job_finalize(*, job: ExplanationJob) -> ExplanationJob:
@@ -310,9 +443,11 @@ def explanation_job_finalize(*, job: ExplanationJob) -> ExplanationJob:
         job.refresh_from_db()
         return job
     job.refresh_from_db()
-    failed = list(
-        job.job_items.filter(status=JobItemStatus.FAILED).values_list("item__name", "error")
-    )
+    failed = []
+    if job.failed_items:
+        failed = job.job_items.filter(status=JobItemStatus.FAILED).values_list(
+            "item__name", "error"
+        )
     status = JobStatus.SUCCEEDED if job.done_items or not job.total_items else JobStatus.FAILED
     error = "\n".join(f"{name}: {err}" for name, err in failed)
     ExplanationJob.objects.filter(pk=job.pk, finished_at__isnull=True).update(
@@ -359,44 +494,39 @@ def explanation_targets(*, prediction: Prediction, item: Item, top_k: int) -> li
     return targets
 
 
-def explanation_item_compute(
+def _item_explain(
     *,
     job: ExplanationJob,
     item: Item,
     net: nn.Module,
     explainer: Explainer,
-    device: torch.device | None = None,
-) -> list[Explanation]:
-    """Predict and explain one item; store the prediction, raw maps and overlays.
+    device: torch.device,
+    params_key: str,
+    prediction: Prediction | None,
+    stored: dict[tuple[int, int], Explanation],
+) -> tuple[Prediction | None, list[Explanation]]:
+    """Predict (unless ``prediction`` is stored) and explain one item; write the raw maps.
+
+    Model and item rows are immutable (weights and image by checksum), so a stored prediction
+    is still right and is reused; targets already in ``stored`` (keyed by item id and target)
+    are not redone, and when every target is stored nothing is decoded.
 
     Returns:
-        The item's explanations for the job's targets (existing ones are reused, not redone).
+        The new prediction to store (None when one was stored) and the new maps as unsaved
+        rows whose ``.npy`` files are written, for :func:`_chunk_commit`.
 
     Raises:
         ImageDecodeError: the stored image cannot be decoded.
         ExplainerInputError: the explainer rejected the input.
     """
     model = job.model
-    key = explanation_params_key(job.method, explainer.params)
-
-    def cached(prediction: Prediction) -> tuple[list[int], dict[int, Explanation]]:
-        targets = explanation_targets(prediction=prediction, item=item, top_k=job.top_k)
-        found = Explanation.objects.filter(
-            model=model, item=item, method=job.method, params_key=key, target_index__in=targets
-        )
-        return targets, {e.target_index: e for e in found}
-
-    # Model and item rows are immutable (weights and image by checksum), so a stored
-    # prediction is still right: reuse it, and when every map is stored too, asking again
-    # costs two queries and no decoding.
-    prediction = Prediction.objects.filter(model=model, item=item).first()
     if prediction is not None:
-        targets, existing = cached(prediction)
-        if all(t in existing for t in targets):
-            return [existing[t] for t in targets]
+        targets = explanation_targets(prediction=prediction, item=item, top_k=job.top_k)
+        if all((item.pk, t) in stored for t in targets):
+            return None, []
     view = item_model_view(item=item, model=model)
-    inputs = pixels_to_input(view, model.normalization_mean, model.normalization_std)
-    inputs = inputs.to(device or torch.device("cpu"))
+    inputs = pixels_to_input(view, model.normalization_mean, model.normalization_std).to(device)
+    new_prediction = None
     if prediction is None:
         with torch.no_grad():
             probabilities = torch.softmax(net(inputs), dim=1)[0]
@@ -405,44 +535,45 @@ def explanation_item_compute(
             {"index": int(i), "name": model.class_name(int(i)), "probability": round(float(p), 6)}
             for p, i in zip(top_p, top_i, strict=True)
         ]
-        prediction, _ = Prediction.objects.update_or_create(
+        prediction = new_prediction = Prediction(
             model=model,
             item=item,
-            defaults={
-                "topk": topk,
-                "predicted_index": topk[0]["index"],
-                "probability": topk[0]["probability"],
-            },
+            topk=topk,
+            predicted_index=topk[0]["index"],
+            probability=topk[0]["probability"],
         )
-        targets, existing = cached(prediction)
-    todo = [t for t in targets if t not in existing]
-    if todo:
-        started = time.perf_counter()
-        result = explainer.explain(inputs, todo, num_classes=model.num_classes)
-        per_map_ms = int((time.perf_counter() - started) * 1000 / len(todo))
-        ranks = prediction.topk_indices()
-        flags = getattr(result, "degenerate", None) or (False,) * len(result.targets)
-        for target, saliency, degenerate in zip(
-            result.targets, result.attributions, flags, strict=True
-        ):
-            metrics = {}
-            if job.evaluate:
-                metrics = _deletion_insertion(net, inputs, saliency, target)
-            existing[target] = _explanation_store(
+        targets = explanation_targets(prediction=prediction, item=item, top_k=job.top_k)
+    todo = [t for t in targets if (item.pk, t) not in stored]
+    if not todo:
+        return new_prediction, []
+    started = time.perf_counter()
+    result = explainer.explain(inputs, todo, num_classes=model.num_classes)
+    per_map_ms = int((time.perf_counter() - started) * 1000 / len(todo))
+    ranks = prediction.topk_indices()
+    flags = getattr(result, "degenerate", None) or (False,) * len(result.targets)
+    maps = []
+    for target, saliency, degenerate in zip(
+        result.targets, result.attributions, flags, strict=True
+    ):
+        metrics = {}
+        if job.evaluate:
+            metrics = _deletion_insertion(net, inputs, saliency, target)
+        maps.append(
+            _explanation_build(
                 model=model,
                 item=item,
                 method=job.method,
                 target=target,
                 rank=ranks.index(target) if target in ranks else None,
                 saliency=saliency,
-                view=view,
                 params=result.params,
-                params_key=key,
+                params_key=params_key,
                 degenerate=bool(degenerate),
                 duration_ms=per_map_ms,
                 **metrics,
             )
-    return [existing[t] for t in targets]
+        )
+    return new_prediction, maps
 
 
 def _deletion_insertion(net, inputs, saliency, target) -> dict:
@@ -453,7 +584,7 @@ def _deletion_insertion(net, inputs, saliency, target) -> dict:
     return {"deletion_auc": scores.deletion_auc, "insertion_auc": scores.insertion_auc}
 
 
-def _explanation_store(
+def _explanation_build(
     *,
     model: ClassifierModel,
     item: Item,
@@ -461,7 +592,6 @@ def _explanation_store(
     target: int,
     rank: int | None,
     saliency: np.ndarray,
-    view: np.ndarray,
     params: dict,
     duration_ms: int,
     params_key: str = "",
@@ -469,6 +599,8 @@ def _explanation_store(
     deletion_auc: float | None = None,
     insertion_auc: float | None = None,
 ) -> Explanation:
+    """An unsaved map row with its ``.npy`` written under the artifact's fixed name (a run
+    that dies before the row is committed leaves a file that the re-run replaces)."""
     saliency = np.asarray(saliency, dtype=np.float32)
     npy = io.BytesIO()
     np.save(npy, saliency, allow_pickle=False)
@@ -490,15 +622,6 @@ def _explanation_store(
         duration_ms=duration_ms,
     )
     _deterministic_save(explanation.array, explanation, _stem(explanation), "npy", npy.getvalue())
-    try:
-        with transaction.atomic():
-            explanation.save()
-    except IntegrityError:
-        # Another run stored this artifact first: keep theirs, drop our file.
-        explanation.array.delete(save=False)
-        explanation = Explanation.objects.get(
-            model=model, item=item, method=method, params_key=params_key, target_index=target
-        )
     return explanation
 
 
@@ -509,11 +632,27 @@ def _stem(e: Explanation) -> str:
 def _deterministic_save(field_file, instance, stem: str, suffix: str, content: bytes) -> None:
     """Save under a name fixed by the artifact's identity: a file left by a run killed before
     its row was saved is replaced, not duplicated under a new name (the item's lease excludes
-    other runners)."""
+    other runners). On a local filesystem the file is written beside its final name and
+    renamed over it, so a reader never sees it missing or half written."""
     name = field_file.field.generate_filename(instance, f"{stem}.{suffix}")
-    if default_storage.exists(name):
-        default_storage.delete(name)
-    field_file.save(f"{stem}.{suffix}", ContentFile(content), save=False)
+    storage = field_file.storage
+    try:
+        final = Path(storage.path(name))
+    except NotImplementedError:  # remote storage: replace through the storage API
+        if storage.exists(name):
+            storage.delete(name)
+        field_file.save(f"{stem}.{suffix}", ContentFile(content), save=False)
+        return
+    final.parent.mkdir(parents=True, exist_ok=True)
+    # A fixed partial name too: a worker killed between write and rename leaves a file
+    # that the re-run of the item overwrites, not a stray one.
+    partial = final.with_name(f".{final.name}.partial")
+    try:
+        partial.write_bytes(content)
+        os.replace(partial, final)
+    finally:
+        partial.unlink(missing_ok=True)
+    field_file.name = name
 
 
 def explanation_overlay_ensure(explanation: Explanation) -> Explanation:

@@ -285,3 +285,96 @@ def test_the_model_view_is_decoded_once_and_then_read_from_its_cache(
         assert calls == [1] and small.shape == (16, 16, 3)
     finally:
         registry.image_decode = original
+
+
+# -- leases and commits of blocks of items ------------------------------------------------------
+
+
+def created_job(model, dataset, monkeypatch, capture, **kwargs) -> ExplanationJob:
+    monkeypatch.setattr(job_services, "explanation_job_enqueue", lambda *, job_id: None)
+    with capture(execute=True):
+        return explanation_job_create(model=model, dataset=dataset, top_k=2, **kwargs)
+
+
+def test_items_leased_by_another_runner_are_left_to_it(
+    factory_model, folder_dataset, monkeypatch, django_capture_on_commit_callbacks
+):
+    job = created_job(
+        factory_model, folder_dataset, monkeypatch, django_capture_on_commit_callbacks
+    )
+    held = list(job.job_items.order_by("id")[:3])
+    ExplanationJobItem.objects.filter(pk__in=[h.pk for h in held]).update(
+        leased_until=timezone.now() + timedelta(minutes=5), lease_token="other-runner"
+    )
+    job = explanation_job_run(job_id=job.pk)
+    assert (job.status, job.done_items, job.failed_items) == (JobStatus.RUNNING, 6, 0)
+    for h in held:
+        h.refresh_from_db()
+        assert (h.status, h.lease_token, h.attempts) == (JobItemStatus.PENDING, "other-runner", 0)
+    assert not Explanation.objects.filter(item__in=[h.item_id for h in held]).exists()
+    # Once that lease has expired, a run takes the items over and finishes the job.
+    ExplanationJobItem.objects.filter(pk__in=[h.pk for h in held]).update(
+        leased_until=timezone.now() - timedelta(seconds=1)
+    )
+    job = explanation_job_run(job_id=job.pk)
+    assert (job.status, job.done_items, job.failed_items) == (JobStatus.SUCCEEDED, 9, 0)
+
+
+def test_a_transient_error_commits_the_finished_items_and_releases_the_rest(
+    factory_model, folder_dataset, monkeypatch, django_capture_on_commit_callbacks
+):
+    from django.db import OperationalError
+
+    job = created_job(
+        factory_model, folder_dataset, monkeypatch, django_capture_on_commit_callbacks
+    )
+    real = job_services._item_explain
+    calls = []
+
+    def third_fails(**kwargs):
+        calls.append(kwargs["item"].pk)
+        if len(calls) == 3:
+            raise OperationalError("database is locked")
+        return real(**kwargs)
+
+    monkeypatch.setattr(job_services, "_item_explain", third_fails)
+    with pytest.raises(OperationalError):
+        explanation_job_run(job_id=job.pk)
+    job.refresh_from_db()
+    assert (job.done_items, job.failed_items) == (2, 0)  # committed although the block was not
+    rows = list(job.job_items.order_by("id"))
+    assert [r.status for r in rows] == [JobItemStatus.DONE] * 2 + [JobItemStatus.PENDING] * 7
+    assert all(r.leased_until is None and r.lease_token == "" for r in rows)  # free for a retry
+    assert Explanation.objects.filter(item_id__in=calls[:2]).count() == 4  # top-2 of each
+    monkeypatch.setattr(job_services, "_item_explain", real)
+    job = explanation_job_run(job_id=job.pk)  # the task's retry continues where it stopped
+    assert (job.status, job.done_items, job.failed_items) == (JobStatus.SUCCEEDED, 9, 0)
+    assert Explanation.objects.filter(model=factory_model).count() == 18
+
+
+def test_slow_items_commit_one_by_one_and_renew_the_lease_of_the_rest(
+    factory_model, folder_dataset, monkeypatch, django_capture_on_commit_callbacks
+):
+    job = created_job(
+        factory_model, folder_dataset, monkeypatch, django_capture_on_commit_callbacks
+    )
+    monkeypatch.setattr(job_services, "JOB_COMMIT_INTERVAL_S", 0.0)  # every item is "slow"
+    real = job_services._item_explain
+    seen = []  # (items done so far, latest lease of the items still pending) at each call
+
+    def observe(**kwargs):
+        pending = job.job_items.filter(status=JobItemStatus.PENDING)
+        seen.append(
+            (
+                job.job_items.filter(status=JobItemStatus.DONE).count(),
+                max(pending.values_list("leased_until", flat=True)),
+            )
+        )
+        return real(**kwargs)
+
+    monkeypatch.setattr(job_services, "_item_explain", observe)
+    job = explanation_job_run(job_id=job.pk)
+    assert job.status == JobStatus.SUCCEEDED
+    assert [done for done, _ in seen] == list(range(9))  # committed after every item
+    leases = [lease for _, lease in seen]
+    assert leases == sorted(leases) and leases[-1] > leases[0]  # renewed at each commit

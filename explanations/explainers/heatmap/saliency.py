@@ -38,7 +38,7 @@ import torch
 from captum.attr import Saliency as CaptumSaliency
 from torch import nn
 
-from explanations.explainers.base import Explainer, ExplainerConfigError
+from explanations.explainers.base import Explainer, ExplainerConfigError, eval_mode
 
 __all__ = [
     "HeatmapExplainer",
@@ -100,7 +100,15 @@ def check_float(
 
 
 def _tensor_ids(model: nn.Module) -> tuple[int, ...]:
-    return tuple(id(t) for t in itertools.chain(model.parameters(), model.buffers()))
+    # Straight from each module's dicts: a third of the time of parameters() + buffers(),
+    # which deduplicate (not needed for a key that only has to change with the tensors).
+    return tuple(
+        id(tensor)
+        for module in model.modules()
+        for tensors in (module._parameters, module._buffers)
+        for tensor in tensors.values()
+        if tensor is not None
+    )
 
 
 def _has_inplace_modules(model: nn.Module) -> bool:
@@ -197,8 +205,7 @@ class HeatmapExplainer(Explainer):
         if self._explained is None or key != self._explained_key:
             self._explained = inplace_free_copy(self.model)
             self._explained_key = key
-        self._explained.eval()
-        return self._explained
+        return eval_mode(self._explained)
 
     @staticmethod
     def _or_zero_if_disconnected(
