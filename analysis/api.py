@@ -1,5 +1,5 @@
 """Researcher REST API of the analysis app: a study's results table and its responses as CSV
-(owner or superuser only, through ``study_get_for_user``; everyone else gets 404)."""
+or Parquet (owner or superuser only, through ``study_get_for_user``; everyone else gets 404)."""
 
 from __future__ import annotations
 
@@ -10,13 +10,15 @@ from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers
+from rest_framework.negotiation import DefaultContentNegotiation
+from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from explanations.api import ErrorSerializer
 from studies.researcher_views import study_get_for_user
 
-from .export import csv_bytes
+from .export import PARQUET_MEDIA_TYPE, csv_bytes, parquet_bytes
 from .results import SIMULATED_FILTERS, study_results
 
 _SIMULATED = OpenApiParameter(
@@ -27,7 +29,7 @@ _SIMULATED = OpenApiParameter(
     description="Simulated participants (bots): include, exclude or only them.",
 )
 _ERRORS = {
-    400: OpenApiResponse(ErrorSerializer, description="Unknown simulated filter."),
+    400: OpenApiResponse(ErrorSerializer, description="Unknown simulated filter or format."),
     404: OpenApiResponse(ErrorSerializer, description="Unknown study, or not yours."),
 }
 
@@ -93,25 +95,61 @@ class StudyResultsApi(APIView):
         return Response(StudyResultsSerializer(body).data)
 
 
+EXPORT_FORMATS = ("csv", "parquet")
+
+_FORMAT = OpenApiParameter(
+    "format",
+    str,
+    enum=list(EXPORT_FORMATS),
+    default="csv",
+    description="File format: csv (RFC 4180, formula-safe) or parquet (typed columns).",
+)
+
+
+class _ExportNegotiation(DefaultContentNegotiation):
+    """``?format=`` picks the export's file format here, not a DRF renderer (DRF would answer
+    404 for a format it has no renderer for); whatever the body, errors are JSON."""
+
+    def select_renderer(self, request, renderers, format_suffix=None):
+        renderer = JSONRenderer()
+        return renderer, renderer.media_type
+
+
 class StudyResponsesExportApi(APIView):
-    """``GET /api/studies/<slug>/responses.csv?simulated=...``: the long-format data, one row
-    per response (UTF-8 CSV, the columns of ``analysis.datasets.RESPONSE_COLUMNS``); errors
+    """``GET /api/studies/<slug>/responses.csv?simulated=...&format=csv|parquet``: the
+    long-format data, one row per response (the columns of
+    ``analysis.datasets.RESPONSE_COLUMNS``), as UTF-8 CSV (default) or typed Parquet; errors
     are JSON."""
+
+    renderer_classes = [JSONRenderer]
+    content_negotiation_class = _ExportNegotiation
 
     @extend_schema(
         operation_id="studies_responses_csv",
-        parameters=[_SIMULATED],
+        parameters=[_SIMULATED, _FORMAT],
         responses={
             (200, "text/csv"): OpenApiResponse(OpenApiTypes.STR, description="CSV export."),
+            (200, PARQUET_MEDIA_TYPE): OpenApiResponse(
+                OpenApiTypes.BINARY, description="Parquet export (format=parquet)."
+            ),
             **_ERRORS,
         },
     )
     def get(self, request, slug: str):
         study = study_get_for_user(request.user, slug)
-        frame = study_results(study, simulated=_simulated(request)).responses
-        response = HttpResponse(
-            csv_bytes(frame, bom=request.GET.get("bom") == "1"),
-            content_type="text/csv; charset=utf-8",
-        )
-        response["Content-Disposition"] = f'attachment; filename="{study.slug}-responses.csv"'
+        simulated = _simulated(request)
+        fmt = request.query_params.get("format", "csv")
+        if fmt not in EXPORT_FORMATS:
+            raise serializers.ValidationError(
+                {"format": [f"format must be one of {', '.join(EXPORT_FORMATS)}"]}
+            )
+        frame = study_results(study, simulated=simulated).responses
+        if fmt == "parquet":
+            response = HttpResponse(parquet_bytes(frame), content_type=PARQUET_MEDIA_TYPE)
+        else:
+            response = HttpResponse(
+                csv_bytes(frame, bom=request.GET.get("bom") == "1"),
+                content_type="text/csv; charset=utf-8",
+            )
+        response["Content-Disposition"] = f'attachment; filename="{study.slug}-responses.{fmt}"'
         return response

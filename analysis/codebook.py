@@ -36,6 +36,26 @@ CODEBOOK: dict[str, tuple[str, str]] = {
     "hidden_ms": ("int", "How long the tab was hidden, in milliseconds."),
     "shown_at": ("datetime", "Server time the trial was first served (ISO 8601, UTC)."),
     "responded_at": ("datetime", "Server time the answer was stored (ISO 8601, UTC)."),
+    "method": (
+        "text",
+        "Explanation method shown on the trial (spec conditions[].method, e.g. gradcam); "
+        "empty when none was shown: method 'none', region annotation, questionnaires.",
+    ),
+    "confidence": (
+        "int",
+        "Stated confidence, agreement task only: its 4-point scale folds direction and "
+        "confidence, 2 = fairly (answers 1, 4), 1 = somewhat (2, 3); empty otherwise "
+        "(other tasks collect none; attention checks; timeouts).",
+    ),
+    "attention_check": (
+        "text",
+        "Attention checks only: passed or failed (a timeout counts as failed); empty otherwise.",
+    ),
+    "exclusion_reason": (
+        "text",
+        "Why the participant is excluded (e.g. 'failed 2 attention checks (max 0)', "
+        "'median response time 450 ms < 800 ms'); empty when not excluded.",
+    ),
 }
 
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC
 
 import numpy as np
 import pandas as pd
 
-from studies.models import Response, Study, TrialKind
+from studies.design import NO_EXPLANATION
+from studies.models import Response, Study, TaskType, TrialKind
 from studies.tasktypes import TASK_TYPES
 
 #: Columns of the long-format export, one row per response, in order.
@@ -40,7 +42,26 @@ RESPONSE_COLUMNS = [
     "hidden_ms",
     "shown_at",
     "responded_at",
+    # appended (older exports keep their column positions):
+    "method",
+    "confidence",
+    "attention_check",
+    "exclusion_reason",
 ]
+
+#: Stimulus slots that show the photo itself; every other slot of ``Trial.stimuli`` (heatmap,
+#: candidate maps h0..hk, the similarity region and prototype crops) is made from the
+#: condition's explanation method.
+PLAIN_SLOTS = frozenset({"photo"})
+
+#: Agreement answer -> strength of the stated belief (the HIVE 4-point scale folds the
+#: direction, correct/incorrect, and the confidence together): 2 = "fairly", 1 = "somewhat".
+AGREEMENT_CONFIDENCE = {"1": 2, "2": 1, "3": 1, "4": 2}
+
+
+def _utc_iso(when) -> str:
+    """ISO 8601 in UTC (``+00:00``) of an aware datetime; ``""`` for None."""
+    return when.astimezone(UTC).isoformat() if when else ""
 
 
 def trial_chance(trial) -> float | None:
@@ -49,12 +70,24 @@ def trial_chance(trial) -> float | None:
     return TASK_TYPES[trial.task_type].trial_chance(trial)
 
 
-def participants_excluded(study: Study) -> set[int]:
-    """Participant ids excluded by the spec's rules (``exclusion``): more failed attention
-    checks than ``max_attention_failures`` (default 0), or a median main-trial response time
-    under ``min_median_rt_ms``."""
+def _ms(value: float) -> str:
+    """Milliseconds for a reason text: ``450``, ``450.5``."""
+    return f"{value:.0f}" if float(value).is_integer() else f"{value:.1f}"
+
+
+def exclusion_reasons(study: Study) -> dict[int, str]:
+    """Why each excluded participant is excluded by the spec's rules (``exclusion``):
+    participant id -> reason, e.g. ``"failed 2 attention checks (max 0)"`` or ``"median
+    response time 450 ms < 800 ms"`` (both, joined by ``"; "``, when both apply). Participants
+    not excluded are absent.
+
+    Rules: more failed attention checks than ``max_attention_failures`` (default 0; a
+    timed-out check counts as failed), or a median main-trial response time under
+    ``min_median_rt_ms``.
+    """
     rules = study.spec.get("exclusion") or {}
     max_fail = rules.get("max_attention_failures", 0)
+    min_rt = rules.get("min_median_rt_ms")
     failures: dict[int, int] = {}
     rts: dict[int, list[int]] = {}
     rows = Response.objects.filter(participant__study=study).values_list(
@@ -65,11 +98,45 @@ def participants_excluded(study: Study) -> set[int]:
             failures[pid] = failures.get(pid, 0) + 1
         if kind == TrialKind.MAIN and rt is not None:
             rts.setdefault(pid, []).append(rt)
-    out = {pid for pid, n in failures.items() if n > max_fail}
-    min_rt = rules.get("min_median_rt_ms")
+    reasons: dict[int, list[str]] = {}
+    for pid, n in failures.items():
+        if n > max_fail:
+            checks = "check" if n == 1 else "checks"
+            reasons.setdefault(pid, []).append(f"failed {n} attention {checks} (max {max_fail})")
     if min_rt is not None:
-        out |= {pid for pid, v in rts.items() if float(np.median(v)) < min_rt}
-    return out
+        for pid, values in rts.items():
+            median = float(np.median(values))
+            if median < min_rt:
+                reasons.setdefault(pid, []).append(
+                    f"median response time {_ms(median)} ms < {_ms(min_rt)} ms"
+                )
+    return {pid: "; ".join(texts) for pid, texts in sorted(reasons.items())}
+
+
+def participants_excluded(study: Study) -> set[int]:
+    """Participant ids excluded by the spec's rules (the keys of :func:`exclusion_reasons`)."""
+    return set(exclusion_reasons(study))
+
+
+def trial_method(trial, methods: dict[str, str]) -> str:
+    """The explanation method the trial showed (``methods``: condition name -> method, from
+    the spec's ``conditions``), or ``""`` when it showed none: a condition with method
+    ``none``, a task that shows only the photo (region annotation) or a questionnaire."""
+    method = methods.get(trial.condition, "")
+    if not method or method == NO_EXPLANATION:
+        return ""
+    if not set(trial.stimuli or {}) - PLAIN_SLOTS:
+        return ""
+    return method
+
+
+def response_confidence(trial, answer: str) -> int | None:
+    """The confidence the participant stated, when the task asks for one: the agreement
+    task's 4-point scale (2 = fairly, 1 = somewhat confident). None for other tasks, for
+    attention checks (the answer was instructed) and for timeouts."""
+    if trial.task_type != TaskType.AGREEMENT or trial.kind == TrialKind.ATTENTION:
+        return None
+    return AGREEMENT_CONFIDENCE.get(answer)
 
 
 def study_responses_frame(study: Study) -> pd.DataFrame:
@@ -79,13 +146,17 @@ def study_responses_frame(study: Study) -> pd.DataFrame:
     bools (None when not applicable: questionnaires, ratings, timeouts); ``chance`` is the
     trial's chance accuracy (None when unscored); ``rt_ms`` is client-measured milliseconds;
     ``shown_at`` / ``responded_at`` are ISO 8601 UTC server timestamps; ``excluded`` applies
-    the spec's exclusion rules (:func:`participants_excluded`); ``answer_data`` is the
-    structured answer as JSON (sliders, region boxes/cells and mask file).
+    the spec's exclusion rules and ``exclusion_reason`` says why (:func:`exclusion_reasons`);
+    ``answer_data`` is the structured answer as JSON (sliders, region boxes/cells and mask
+    file); ``method`` is the explanation method shown (:func:`trial_method`); ``confidence``
+    the stated confidence (nullable Int64, :func:`response_confidence`); ``attention_check``
+    is passed / failed on attention checks.
     Researcher previews are left out.
     """
     rows = []
     model = study.model
-    excluded = participants_excluded(study)
+    reasons = exclusion_reasons(study)
+    methods = {c["name"]: c["method"] for c in study.spec.get("conditions") or []}
     responses = (
         Response.objects.filter(participant__study=study, participant__is_preview=False)
         .select_related("participant", "trial", "trial__item")
@@ -103,7 +174,7 @@ def study_responses_frame(study: Study) -> pd.DataFrame:
                 "bot_policy": participant.bot_policy,
                 "crowd_source": participant.crowd_source or "public",
                 "arm": participant.arm,
-                "excluded": participant.pk in excluded,
+                "excluded": participant.pk in reasons,
                 "position": r.position,
                 "kind": trial.kind,
                 "task": trial.task_type,
@@ -125,8 +196,18 @@ def study_responses_frame(study: Study) -> pd.DataFrame:
                 "timed_out": r.timed_out,
                 "tab_hidden": r.tab_hidden,
                 "hidden_ms": r.hidden_ms,
-                "shown_at": r.shown_at.isoformat() if r.shown_at else "",
-                "responded_at": r.created_at.isoformat(),
+                "shown_at": _utc_iso(r.shown_at),
+                "responded_at": _utc_iso(r.created_at),
+                "method": trial_method(trial, methods),
+                "confidence": response_confidence(trial, r.answer),
+                "attention_check": (
+                    ("passed" if r.is_correct else "failed")
+                    if trial.kind == TrialKind.ATTENTION
+                    else ""
+                ),
+                "exclusion_reason": reasons.get(participant.pk, ""),
             }
         )
-    return pd.DataFrame(rows, columns=RESPONSE_COLUMNS)
+    frame = pd.DataFrame(rows, columns=RESPONSE_COLUMNS)
+    frame["confidence"] = frame["confidence"].astype("Int64")
+    return frame

@@ -8,6 +8,11 @@ urlpatterns = [
     path("r/studies/<slug:slug>/results/", views.study_results_page, name="results"),
     path("r/studies/<slug:slug>/results.png", views.study_results_plot, name="results-plot"),
     path("r/studies/<slug:slug>/responses.csv", views.study_results_csv, name="results-csv"),
+    path(
+        "r/studies/<slug:slug>/responses.parquet",
+        views.study_results_parquet,
+        name="results-parquet",
+    ),
     path("r/studies/<slug:slug>/spec.yaml", views.study_spec_yaml, name="spec-yaml"),
     path("r/studies/<slug:slug>/codebook.csv", views.study_codebook_csv, name="codebook"),
 ]

@@ -1,4 +1,4 @@
-"""Researcher results pages: table, plot and CSV of a study."""
+"""Researcher results pages: table, plot, CSV and Parquet of a study."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from django.shortcuts import render
 
 from studies.researcher_views import study_get_for_user
 
-from .export import csv_bytes
+from .export import PARQUET_MEDIA_TYPE, csv_bytes, parquet_bytes
 from .results import SIMULATED_FILTERS, results_plot_png, study_results
 
 
@@ -60,6 +60,20 @@ def study_results_csv(request: HttpRequest, slug: str) -> HttpResponse:
         content_type="text/csv; charset=utf-8",
     )
     response["Content-Disposition"] = f'attachment; filename="{study.slug}-responses.csv"'
+    return response
+
+
+@login_required
+def study_results_parquet(request: HttpRequest, slug: str) -> HttpResponse:
+    """The same long-format data as :func:`study_results_csv` (same owner check, same
+    ``simulated`` filter), as a typed Parquet file (:func:`analysis.export.parquet_bytes`)."""
+    study = study_get_for_user(request.user, slug)
+    simulated = _filter(request)
+    if simulated is None:
+        return HttpResponseBadRequest(f"simulated must be one of {SIMULATED_FILTERS}")
+    frame = study_results(study, simulated=simulated).responses
+    response = HttpResponse(parquet_bytes(frame), content_type=PARQUET_MEDIA_TYPE)
+    response["Content-Disposition"] = f'attachment; filename="{study.slug}-responses.parquet"'
     return response
 
 
