@@ -19,7 +19,8 @@ from explanations.api import ErrorSerializer
 from studies.researcher_views import study_get_for_user
 
 from .export import PARQUET_MEDIA_TYPE, csv_bytes, parquet_bytes
-from .results import SIMULATED_FILTERS, study_results
+from .report import report_records
+from .results import SIMULATED_FILTERS, study_report, study_results
 
 _SIMULATED = OpenApiParameter(
     "simulated",
@@ -153,3 +154,34 @@ class StudyResponsesExportApi(APIView):
             )
         response["Content-Disposition"] = f'attachment; filename="{study.slug}-responses.{fmt}"'
         return response
+
+
+class StudyReportApi(APIView):
+    """``GET /api/studies/<slug>/report/?simulated=...&mixed=auto|true|false``: the full
+    analysis as JSON (:func:`analysis.report.report_records`): accuracy, per-participant
+    t-tests, pairwise comparisons with Holm, logistic and mixed-effects models, power,
+    response times, confidence, human-vs-automatic correlations and warnings."""
+
+    @extend_schema(
+        parameters=[
+            _SIMULATED,
+            OpenApiParameter(
+                "mixed",
+                str,
+                enum=["auto", "true", "false"],
+                default="auto",
+                description="Fit the mixed-effects model: auto (tasks up to 20,000 answers).",
+            ),
+        ],
+        responses={200: OpenApiTypes.OBJECT, **_ERRORS},
+    )
+    def get(self, request, slug: str):
+        study = study_get_for_user(request.user, slug)
+        simulated = _simulated(request)
+        mixed = {"auto": "auto", "true": True, "false": False}.get(
+            request.query_params.get("mixed", "auto")
+        )
+        if mixed is None:
+            raise serializers.ValidationError({"mixed": ["mixed must be auto, true or false"]})
+        report = study_report(study, simulated=simulated, mixed=mixed)
+        return Response({"study": study.slug, "simulated": simulated, **report_records(report)})

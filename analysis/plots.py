@@ -254,3 +254,41 @@ def accuracy_plot_png(
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=_DPI, metadata={"Software": None})
     return buffer.getvalue()
+
+
+def distribution_plot_png(
+    groups: dict[str, Sequence[float]], *, title: str, xlabel: str, log: bool = False
+) -> bytes:
+    """Box plots (median, quartiles, 1.5 IQR whiskers) of one distribution per group,
+    horizontal, to PNG bytes; e.g. response times per condition in ms. Groups with no values
+    are left out; all empty gives a PNG that says "no responses yet".
+
+    Args:
+        groups: label -> finite numbers (NaN dropped).
+        log: logarithmic value axis (response times are right-skewed).
+    """
+    data = {k: [float(v) for v in vs if v == v] for k, vs in groups.items()}
+    data = {k: v for k, v in data.items() if v}
+    if not data:
+        fig = _empty_figure(title)
+    else:
+        fig = Figure(figsize=(8, 0.6 * len(data) + 1.6))
+        FigureCanvasAgg(fig)
+        ax = fig.add_subplot()
+        box = ax.boxplot(
+            list(data.values()), orientation="horizontal", patch_artist=True, widths=0.6
+        )
+        for patch, colour in zip(box["boxes"], OKABE_ITO * 4, strict=False):
+            patch.set_facecolor(colour)
+            patch.set_alpha(0.55)
+        ax.set_yticks(range(1, len(data) + 1), [f"{k} (n={len(v)})" for k, v in data.items()])
+        if log:
+            ax.set_xscale("log")
+        ax.set_xlabel(xlabel)
+        ax.set_title(title)
+        ax.grid(axis="x", color="#dddddd", linewidth=0.8)
+        ax.set_axisbelow(True)
+        fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=_DPI, metadata={"Software": None})
+    return buffer.getvalue()

@@ -1,4 +1,5 @@
-"""The results of a study: accuracy per task and model correctness, against chance."""
+"""The results of a study: accuracy per task and model correctness, against chance, and the
+full report (:mod:`analysis.report`) with the automatic metrics the explanations stored."""
 
 from __future__ import annotations
 
@@ -6,11 +7,12 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from analysis.plots import accuracy_plot_png
+from analysis.plots import accuracy_plot_png, distribution_plot_png
 from analysis.stats import accuracy_table
 from studies.models import Study
 
 from .datasets import study_responses_frame
+from .report import StudyReport, build_report, scored_main
 
 SIMULATED_FILTERS = ("include", "exclude", "only")
 
@@ -35,22 +37,6 @@ class StudyResults:
     n_participants: int
     n_simulated: int
     n_excluded: int = 0
-
-
-def scored_main(frame: pd.DataFrame) -> pd.DataFrame:
-    """The responses accuracy is computed on: main trials of scored tasks, answered in time,
-    from participants not excluded by the spec's rules (practice trials, attention checks,
-    questionnaires and timeouts are reported separately)."""
-    keep = (
-        (frame["kind"] == "main")
-        & frame["is_correct"].notna()
-        & ~frame["timed_out"].astype(bool)
-        & ~frame["excluded"].astype(bool)
-    )
-    out = frame[keep].copy()
-    out["is_correct"] = out["is_correct"].astype(bool)
-    out["chance"] = out["chance"].astype(float)
-    return out
 
 
 def study_results(study: Study, *, simulated: str = "include") -> StudyResults:
@@ -111,3 +97,108 @@ def results_text_table(results: StudyResults) -> str:
             f"{ci:>17} {row.chance:>6.2f} {p:>12}"
         )
     return "\n".join(lines)
+
+
+def _filtered_frame(study: Study, simulated: str) -> pd.DataFrame:
+    if simulated not in SIMULATED_FILTERS:
+        raise ValueError(f"simulated must be one of {SIMULATED_FILTERS}")
+    frame = study_responses_frame(study)
+    if simulated == "exclude":
+        frame = frame[~frame["is_simulated"].astype(bool)]
+    elif simulated == "only":
+        frame = frame[frame["is_simulated"].astype(bool)]
+    return frame
+
+
+def automatic_metrics_frame(study: Study) -> pd.DataFrame:
+    """Deletion and insertion AUC (Petsiuk et al. 2018) of the study model's top-1 maps per
+    (method, item name), as stored by explanation jobs run with ``evaluate``; empty when none
+    were computed."""
+    from explanations.models import Explanation
+
+    rows = Explanation.objects.filter(
+        model=study.model,
+        item__dataset=study.dataset,
+        target_rank=0,
+        deletion_auc__isnull=False,
+    ).values_list("method", "item__name", "deletion_auc", "insertion_auc")
+    return pd.DataFrame(list(rows), columns=["method", "item", "deletion_auc", "insertion_auc"])
+
+
+def study_report(
+    study: Study, *, simulated: str = "include", mixed: bool = True, progress=None
+) -> StudyReport:
+    """The full report of a study (:func:`analysis.report.build_report`) on its responses,
+    with the automatic metrics of its model's maps.
+
+    Raises:
+        ValueError: unknown ``simulated`` filter.
+    """
+    frame = _filtered_frame(study, simulated)
+    return build_report(
+        frame,
+        title=study.title,
+        automatic=automatic_metrics_frame(study),
+        mixed=mixed,
+        progress=progress,
+    )
+
+
+def report_figures(report: StudyReport, frame: pd.DataFrame) -> dict[str, bytes]:
+    """The report's plots as PNG bytes: accuracy with Wilson intervals per task / condition
+    and model correctness, response times and confidence ratings per task / condition."""
+    table = report.accuracy[report.accuracy["model"] != "all"]
+    table = table.assign(group=table["task"] + "\n" + table["condition"].astype(str))
+    scored = scored_main(frame)
+    label = scored["task"] + " / " + scored["condition"].astype(str)
+    figures = {
+        "accuracy": accuracy_plot_png(
+            table, group_col="group", hue_col="model", title="Accuracy (Wilson 95% CI)"
+        ),
+        "response_times": distribution_plot_png(
+            {k: g["rt_ms"].tolist() for k, g in scored.groupby(label, sort=True)},
+            title="Response time of scored answers",
+            xlabel="ms (log scale)",
+            log=True,
+        ),
+    }
+    if "confidence" in scored.columns and scored["confidence"].notna().any():
+        figures["confidence"] = distribution_plot_png(
+            {k: g["confidence"].dropna().tolist() for k, g in scored.groupby(label, sort=True)},
+            title="Confidence ratings",
+            xlabel="confidence (agreement task: 1 somewhat, 2 fairly)",
+        )
+    return figures
+
+
+def study_report_html(study: Study, *, simulated: str = "include", mixed="auto") -> str:
+    """A self-contained HTML report (tables and plots inline, no external files) of a study.
+
+    Raises:
+        ValueError: unknown ``simulated`` filter.
+    """
+    import base64
+
+    from django.template.loader import render_to_string
+    from django.utils import timezone
+
+    from .report import report_records
+
+    frame = _filtered_frame(study, simulated)
+    report = build_report(
+        frame, title=study.title, automatic=automatic_metrics_frame(study), mixed=mixed
+    )
+    figures = {
+        name: base64.b64encode(png).decode("ascii")
+        for name, png in report_figures(report, frame).items()
+    }
+    return render_to_string(
+        "analysis/report.html",
+        {
+            "study": study,
+            "simulated": simulated,
+            "report": report_records(report),
+            "figures": figures,
+            "generated": timezone.now(),
+        },
+    )

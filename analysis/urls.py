@@ -13,6 +13,7 @@ urlpatterns = [
         views.study_results_parquet,
         name="results-parquet",
     ),
+    path("r/studies/<slug:slug>/report.html", views.study_report_download, name="report"),
     path("r/studies/<slug:slug>/spec.yaml", views.study_spec_yaml, name="spec-yaml"),
     path("r/studies/<slug:slug>/codebook.csv", views.study_codebook_csv, name="codebook"),
 ]

@@ -9,7 +9,7 @@ from django.shortcuts import render
 from studies.researcher_views import study_get_for_user
 
 from .export import PARQUET_MEDIA_TYPE, csv_bytes, parquet_bytes
-from .results import SIMULATED_FILTERS, results_plot_png, study_results
+from .results import SIMULATED_FILTERS, results_plot_png, study_report_html, study_results
 
 
 def _filter(request: HttpRequest) -> str | None:
@@ -103,4 +103,18 @@ def study_codebook_csv(request: HttpRequest, slug: str) -> HttpResponse:
         csv_bytes(codebook_frame(RESPONSE_COLUMNS)), content_type="text/csv; charset=utf-8"
     )
     response["Content-Disposition"] = f'attachment; filename="{study.slug}-codebook.csv"'
+    return response
+
+
+@login_required
+def study_report_download(request: HttpRequest, slug: str) -> HttpResponse:
+    """The self-contained HTML report (every table and plot inline) as a download."""
+    study = study_get_for_user(request.user, slug)
+    simulated = _filter(request)
+    if simulated is None:
+        return HttpResponseBadRequest(f"simulated must be one of {SIMULATED_FILTERS}")
+    response = HttpResponse(
+        study_report_html(study, simulated=simulated), content_type="text/html; charset=utf-8"
+    )
+    response["Content-Disposition"] = f'attachment; filename="{study.slug}-report.html"'
     return response

