@@ -78,6 +78,9 @@ class StudyReport:
         response_times: per task x condition: n, median, quartiles (ms), of scored answers.
         confidence: per task x condition x confidence rating: count and share (if collected).
         correlations: human accuracy per item vs automatic metrics, per method (Spearman).
+        agreement: per task x condition, agreement among participants who answered the same
+            items: Krippendorff's alpha (ordinal for numeric rating scales, nominal for
+            choices) and Fleiss' kappa where defined, with the reason when undefined.
         warnings: degenerate data and fallbacks, in words.
         timings: seconds spent per section (for the benchmark and the progress display).
     """
@@ -96,6 +99,7 @@ class StudyReport:
     response_times: pd.DataFrame
     confidence: pd.DataFrame
     correlations: pd.DataFrame
+    agreement: pd.DataFrame = field(default_factory=pd.DataFrame)
     warnings: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -109,6 +113,7 @@ SECTIONS = (
     "response_times",
     "confidence",
     "correlations",
+    "agreement",
 )
 
 
@@ -282,6 +287,10 @@ def build_report(
             correlations = human_automatic_correlation(merged)
     done("correlations", t)
 
+    t = time.perf_counter()
+    agreement = _agreement_table(scored)
+    done("agreement", t)
+
     participants = frame.drop_duplicates("participant")
     return StudyReport(
         title=title,
@@ -300,9 +309,48 @@ def build_report(
         response_times=response_times,
         confidence=confidence,
         correlations=correlations,
+        agreement=agreement,
         warnings=list(dict.fromkeys(notes)),
         timings=timings,
     )
+
+
+def _agreement_table(scored: pd.DataFrame) -> pd.DataFrame:
+    """Rater agreement per task x condition: participants are the raters, items the units,
+    answers the values (first answer of a participant to an item)."""
+    from analysis.stats.agreement import rater_agreement
+
+    if "answer" not in scored.columns:
+        return pd.DataFrame()
+    rows = []
+    for (task, condition), group in scored.groupby(["task", "condition"], sort=True):
+        ratings = group.drop_duplicates(["participant", "item"])[["participant", "item", "answer"]]
+        ratings = ratings[ratings["answer"].astype(str) != ""]
+        numeric = pd.to_numeric(ratings["answer"], errors="coerce")
+        level = "ordinal" if len(ratings) and numeric.notna().all() else "nominal"
+        values = numeric if level == "ordinal" else ratings["answer"].astype(str)
+        long = pd.DataFrame(
+            {"rater": ratings["participant"], "unit": ratings["item"], "value": values}
+        )
+        try:
+            result = rater_agreement(long, level=level)
+        except ValueError as exc:
+            rows.append({"task": task, "condition": condition, "level": level, "note": str(exc)})
+            continue
+        alpha = result.alpha
+        rows.append(
+            {
+                "task": task,
+                "condition": condition,
+                "level": level,
+                "raters": alpha.n_raters,
+                "units": alpha.n_units,
+                "alpha": alpha.value,
+                "kappa": result.kappa.value if result.kappa is not None else None,
+                "note": alpha.reason or result.kappa_note,
+            }
+        )
+    return pd.DataFrame(rows)
 
 
 def _first(frame: pd.DataFrame, column: str) -> pd.DataFrame:
@@ -349,6 +397,7 @@ def report_records(report: StudyReport) -> dict:
         "response_times": _records(report.response_times),
         "confidence": _records(report.confidence),
         "correlations": _records(report.correlations),
+        "agreement": _records(report.agreement),
         "warnings": report.warnings,
     }
 
@@ -438,6 +487,8 @@ def report_text(report: StudyReport) -> str:
     if not report.correlations.empty:
         out += ["", "Human accuracy vs automatic metrics (Spearman)"]
         out.append(table_text(report.correlations))
+    out += ["", "Agreement among participants (Krippendorff's alpha; Fleiss' kappa)"]
+    out.append(table_text(report.agreement))
     if report.warnings:
         out += ["", "Warnings"] + [f"  - {w}" for w in report.warnings]
     return "\n".join(out)

@@ -39,6 +39,7 @@ def _frame() -> pd.DataFrame:
                     "item": f"img{i}",
                     "model_correct": i % 2 == 0,
                     "is_correct": i < k,
+                    "answer": "4" if i < k else "1",
                     "chance": 0.5,
                     "confidence": 1 + i % 2,
                     "rt_ms": 1000 + 100 * i,
@@ -75,8 +76,24 @@ def test_report_tables_hold_the_known_values():
     rt = report.response_times.set_index("condition")
     assert rt.loc["gradcam", "median_ms"] == 1450.0
     assert set(report.confidence["confidence"]) == {1, 2}
+    agreement = report.agreement.set_index("condition")
+    # every gradcam participant answered every item alike: perfect agreement
+    assert agreement.loc["gradcam", "alpha"] == pytest.approx(1.0)
+    assert agreement.loc["gradcam", "level"] == "ordinal"
+    from analysis.stats.agreement import krippendorff_alpha
+
+    scored = _frame().query("condition == 'none' and kind == 'main' and not timed_out")
+    scored = scored[~scored["excluded"]]
+    expected = krippendorff_alpha(
+        scored.rename(columns={"participant": "rater", "item": "unit"}).assign(
+            value=pd.to_numeric(scored["answer"])
+        )[["rater", "unit", "value"]],
+        level="ordinal",
+    )
+    assert agreement.loc["none", "alpha"] == pytest.approx(expected.value)
+    assert 0 < expected.value < 1
     text = report_text(report)
-    assert "Conditions compared" in text and "agreement" in text
+    assert "Conditions compared" in text and "Krippendorff" in text
     records = report_records(report)
     assert records["models"][0]["mixed"] is None and records["n_scored"] == 120
 
