@@ -13,6 +13,16 @@ urlpatterns = [
         views.study_results_parquet,
         name="results-parquet",
     ),
+    path(
+        "r/studies/<slug:slug>/shared-interest/",
+        views.study_shared_interest_page,
+        name="shared-interest",
+    ),
+    path(
+        "r/studies/<slug:slug>/shared-interest/<int:pk>.png",
+        views.study_shared_interest_thumbnail,
+        name="shared-interest-thumbnail",
+    ),
     path("r/studies/<slug:slug>/report.html", views.study_report_download, name="report"),
     path("r/studies/<slug:slug>/spec.yaml", views.study_spec_yaml, name="spec-yaml"),
     path("r/studies/<slug:slug>/codebook.csv", views.study_codebook_csv, name="codebook"),

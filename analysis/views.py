@@ -118,3 +118,117 @@ def study_report_download(request: HttpRequest, slug: str) -> HttpResponse:
     )
     response["Content-Disposition"] = f'attachment; filename="{study.slug}-report.html"'
     return response
+
+
+def _source(request: HttpRequest) -> str | None:
+    from .regions import SOURCES
+
+    value = request.GET.get("source", "dataset")
+    return value if value in SOURCES else None
+
+
+#: Columns the Shared Interest table can be sorted by.
+SHARED_INTEREST_SORTS = ("pattern", "iou", "ground_truth_coverage", "saliency_coverage", "item")
+
+
+@login_required
+def study_shared_interest_page(request: HttpRequest, slug: str) -> HttpResponse:
+    """Shared Interest of the study's items (Boggust et al., CHI 2022): per method and item
+    the coverages, the recurring pattern and a thumbnail (map over the photo, human region
+    outlined); filter by method and pattern, sort by any score."""
+    from analysis.stats.shared_interest import NO_PATTERN, PATTERN_KEYS, PATTERNS
+
+    from .regions import SOURCES, study_shared_interest
+
+    study = study_get_for_user(request.user, slug)
+    source = _source(request)
+    sort = request.GET.get("sort", "pattern")
+    if source is None or sort not in SHARED_INTEREST_SORTS:
+        return HttpResponseBadRequest(
+            f"source must be one of {SOURCES}; sort one of {SHARED_INTEREST_SORTS}"
+        )
+    frame = study_shared_interest(study, source=source)
+    methods = sorted(frame["method"].unique()) if not frame.empty else []
+    counts = frame["pattern"].value_counts().to_dict() if not frame.empty else {}
+    method, pattern = request.GET.get("method", ""), request.GET.get("pattern", "")
+    shown = frame
+    if method and not shown.empty:
+        shown = shown[shown["method"] == method]
+    if pattern and not shown.empty:
+        shown = shown[shown["pattern"] == pattern]
+    if not shown.empty:
+        if sort == "pattern":
+            order = {key: i for i, key in enumerate(PATTERN_KEYS)}
+            shown = shown.assign(_o=shown["pattern"].map(order)).sort_values(["_o", "item"])
+        else:
+            shown = shown.sort_values(sort, ascending=request.GET.get("order") == "asc")
+    names = {**PATTERNS, **NO_PATTERN}
+    return render(
+        request,
+        "analysis/shared_interest.html",
+        {
+            "study": study,
+            "source": source,
+            "sources": SOURCES,
+            "rows": shown.to_dict("records") if not shown.empty else [],
+            "n_total": len(frame),
+            "methods": methods,
+            "method": method,
+            "pattern": pattern,
+            "sort": sort,
+            "sorts": SHARED_INTEREST_SORTS,
+            "patterns": [
+                {
+                    "key": k,
+                    "name": names[k].name,
+                    "rule": names[k].rule,
+                    "description": names[k].description,
+                    "count": counts.get(k, 0),
+                }
+                for k in PATTERN_KEYS
+            ],
+        },
+    )
+
+
+@login_required
+def study_shared_interest_thumbnail(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
+    """The map (top-1 class, over the model's view of the photo) with the human region
+    outlined in white, as PNG; only maps of the study's own model and dataset."""
+    from django.http import Http404
+
+    from explanations.imageio import ImageDecodeError, encode_png
+    from explanations.models import Explanation
+    from explanations.rendering import overlays
+    from explanations.services import explanation_array_load, item_model_view
+
+    from .regions import dataset_region_mask, participant_region_masks, region_outline
+
+    study = study_get_for_user(request.user, slug)
+    source = _source(request)
+    if source is None:
+        return HttpResponseBadRequest("unknown source")
+    explanation = (
+        Explanation.objects.filter(pk=pk, model=study.model, item__dataset=study.dataset)
+        .select_related("item")
+        .first()
+    )
+    if explanation is None:
+        raise Http404("no such map in this study")
+    model = study.model
+    try:
+        view = item_model_view(item=explanation.item, model=model)
+    except ImageDecodeError:
+        raise Http404("the photo cannot be decoded") from None
+    picture = overlays(view, explanation_array_load(explanation)[None], alpha=0.55)[0].copy()
+    if source == "participants":
+        mask = participant_region_masks(study).get(explanation.item_id, (None, 0))[0]
+    else:
+        mask = dataset_region_mask(
+            explanation.item, size=model.input_size, policy=model.resize_policy
+        )
+    if mask is not None and mask.shape == picture.shape[:2]:
+        picture[region_outline(mask)] = 255
+    response = HttpResponse(encode_png(picture), content_type="image/png")
+    response["Cache-Control"] = "private, max-age=300"
+    return response
