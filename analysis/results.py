@@ -188,10 +188,13 @@ def study_report_html(study: Study, *, simulated: str = "include", mixed="auto")
     report = build_report(
         frame, title=study.title, automatic=automatic_metrics_frame(study), mixed=mixed
     )
-    figures = {
-        name: base64.b64encode(png).decode("ascii")
-        for name, png in report_figures(report, frame).items()
-    }
+    pngs = report_figures(report, frame)
+    from .regions import study_shared_interest
+
+    shared = study_shared_interest(study)
+    if not shared.empty:
+        pngs["shared_interest"] = shared_interest_plot_png(study)
+    figures = {name: base64.b64encode(png).decode("ascii") for name, png in pngs.items()}
     return render_to_string(
         "analysis/report.html",
         {
@@ -199,6 +202,49 @@ def study_report_html(study: Study, *, simulated: str = "include", mixed="auto")
             "simulated": simulated,
             "report": report_records(report),
             "figures": figures,
+            "patterns": shared["pattern_name"].value_counts().to_dict() if not shared.empty else {},
             "generated": timezone.now(),
         },
     )
+
+
+#: The plots of the results page, by name.
+RESULT_PLOTS = ("accuracy", "response_times", "confidence", "shared_interest")
+
+
+def shared_interest_plot_png(study: Study, *, source: str = "dataset") -> bytes:
+    """Box plots of IoU, ground-truth and saliency coverage per method (Boggust et al. 2022)
+    over the study's items with a human region; "no responses yet" when there are none."""
+    from .regions import study_shared_interest
+
+    frame = study_shared_interest(study, source=source)
+    groups = {}
+    if not frame.empty:
+        for method, g in frame.groupby("method", sort=True):
+            for score, short in (
+                ("iou", "IoU"),
+                ("ground_truth_coverage", "GT cov."),
+                ("saliency_coverage", "sal. cov."),
+            ):
+                groups[f"{method}: {short}"] = g[score].dropna().tolist()
+    return distribution_plot_png(
+        groups, title=f"Shared Interest ({source} regions)", xlabel="score (0-1)"
+    )
+
+
+def study_plot_png(study: Study, name: str, *, simulated: str = "include") -> bytes:
+    """One plot of the results page as PNG (see :data:`RESULT_PLOTS`).
+
+    Raises:
+        ValueError: unknown plot or ``simulated`` filter.
+    """
+    if name not in RESULT_PLOTS:
+        raise ValueError(f"plot must be one of {RESULT_PLOTS}")
+    if name == "shared_interest":
+        return shared_interest_plot_png(study)
+    frame = _filtered_frame(study, simulated)
+    report = build_report(frame, title=study.title, mixed=False)
+    figures = report_figures(report, frame)
+    if name not in figures:  # e.g. no confidence ratings collected
+        return distribution_plot_png({}, title="Confidence ratings", xlabel="")
+    return figures[name]

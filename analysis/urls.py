@@ -23,6 +23,7 @@ urlpatterns = [
         views.study_shared_interest_thumbnail,
         name="shared-interest-thumbnail",
     ),
+    path("r/studies/<slug:slug>/plots/<slug:name>.png", views.study_named_plot, name="plot"),
     path("r/studies/<slug:slug>/report.html", views.study_report_download, name="report"),
     path("r/studies/<slug:slug>/spec.yaml", views.study_spec_yaml, name="spec-yaml"),
     path("r/studies/<slug:slug>/codebook.csv", views.study_codebook_csv, name="codebook"),

@@ -232,3 +232,17 @@ def study_shared_interest_thumbnail(request: HttpRequest, slug: str, pk: int) ->
     response = HttpResponse(encode_png(picture), content_type="image/png")
     response["Cache-Control"] = "private, max-age=300"
     return response
+
+
+@login_required
+def study_named_plot(request: HttpRequest, slug: str, name: str) -> HttpResponse:
+    """A plot of the results page: accuracy, response times, confidence, Shared Interest."""
+    from .results import RESULT_PLOTS, study_plot_png
+
+    study = study_get_for_user(request.user, slug)
+    simulated = _filter(request)
+    if simulated is None or name not in RESULT_PLOTS:
+        return HttpResponseBadRequest(
+            f"plot must be one of {RESULT_PLOTS}; simulated one of {SIMULATED_FILTERS}"
+        )
+    return HttpResponse(study_plot_png(study, name, simulated=simulated), content_type="image/png")

@@ -119,3 +119,14 @@ def test_the_page_filters_sorts_and_shows_thumbnails_to_the_owner_only(
     client.force_login(other)
     assert client.get(url).status_code == 404
     assert client.get(f"{url}{row['explanation_id']}.png").status_code == 404
+
+
+@pytest.mark.parametrize("name", ["accuracy", "response_times", "confidence", "shared_interest"])
+def test_every_results_plot_is_a_png_for_the_owner(regions_study, researcher, client, name):
+    client.force_login(researcher)
+    url = f"/r/studies/{regions_study.slug}/plots/{name}.png"
+    response = client.get(url)
+    assert response.status_code == 200 and response.content.startswith(b"\x89PNG")
+    assert client.get(f"/r/studies/{regions_study.slug}/plots/nope.png").status_code == 400
+    client.logout()
+    assert client.get(url).status_code == 302  # to the login page
