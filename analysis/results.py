@@ -171,7 +171,9 @@ def report_figures(report: StudyReport, frame: pd.DataFrame) -> dict[str, bytes]
     return figures
 
 
-def study_report_html(study: Study, *, simulated: str = "include", mixed="auto") -> str:
+def study_report_html(
+    study: Study, *, simulated: str = "include", mixed="auto", progress=None
+) -> str:
     """A self-contained HTML report (tables and plots inline, no external files) of a study.
 
     Raises:
@@ -186,7 +188,11 @@ def study_report_html(study: Study, *, simulated: str = "include", mixed="auto")
 
     frame = _filtered_frame(study, simulated)
     report = build_report(
-        frame, title=study.title, automatic=automatic_metrics_frame(study), mixed=mixed
+        frame,
+        title=study.title,
+        automatic=automatic_metrics_frame(study),
+        mixed=mixed,
+        progress=progress,
     )
     pngs = report_figures(report, frame)
     from .regions import study_shared_interest

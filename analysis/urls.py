@@ -24,6 +24,17 @@ urlpatterns = [
         name="shared-interest-thumbnail",
     ),
     path("r/studies/<slug:slug>/plots/<slug:name>.png", views.study_named_plot, name="plot"),
+    path("r/studies/<slug:slug>/report-runs/", views.study_report_run_create, name="report-run"),
+    path(
+        "r/studies/<slug:slug>/report-runs/<int:pk>.json",
+        views.study_report_run_status,
+        name="report-run-status",
+    ),
+    path(
+        "r/studies/<slug:slug>/report-runs/<int:pk>.html",
+        views.study_report_run_download,
+        name="report-run-download",
+    ),
     path("r/studies/<slug:slug>/report.html", views.study_report_download, name="report"),
     path("r/studies/<slug:slug>/spec.yaml", views.study_spec_yaml, name="spec-yaml"),
     path("r/studies/<slug:slug>/codebook.csv", views.study_codebook_csv, name="codebook"),

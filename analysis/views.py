@@ -24,10 +24,14 @@ def study_results_page(request: HttpRequest, slug: str) -> HttpResponse:
     if simulated is None:
         return HttpResponseBadRequest(f"simulated must be one of {SIMULATED_FILTERS}")
     results = study_results(study, simulated=simulated)
+    from .models import ReportRun
+
+    run = ReportRun.objects.filter(study=study, pk=request.GET.get("run") or None).first()
     return render(
         request,
         "analysis/results.html",
         {
+            "run": run,
             "study": study,
             "results": results,
             "rows": results.table.to_dict("records"),
@@ -246,3 +250,70 @@ def study_named_plot(request: HttpRequest, slug: str, name: str) -> HttpResponse
             f"plot must be one of {RESULT_PLOTS}; simulated one of {SIMULATED_FILTERS}"
         )
     return HttpResponse(study_plot_png(study, name, simulated=simulated), content_type="image/png")
+
+
+@login_required
+def study_report_run_create(request: HttpRequest, slug: str) -> HttpResponse:
+    """POST: compute the full report (mixed-effects models on every task) on a worker; back
+    to the results page, which shows its progress."""
+    from django.shortcuts import redirect
+    from django.urls import reverse
+
+    from .services import report_run_create
+
+    study = study_get_for_user(request.user, slug)
+    if request.method != "POST":
+        return HttpResponseBadRequest("POST only")
+    try:
+        run = report_run_create(
+            study=study,
+            user=request.user,
+            simulated=request.POST.get("simulated", "include"),
+            mixed=request.POST.get("mixed", "true"),
+        )
+    except ValueError as exc:
+        return HttpResponseBadRequest(str(exc))
+    return redirect(f"{reverse('analysis:results', args=[study.slug])}?run={run.pk}")
+
+
+@login_required
+def study_report_run_status(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
+    """JSON progress of a background report: status, done, total, section, error."""
+    from django.http import JsonResponse
+    from django.shortcuts import get_object_or_404
+
+    from .models import ReportRun
+
+    study = study_get_for_user(request.user, slug)
+    run = get_object_or_404(ReportRun, pk=pk, study=study)
+    return JsonResponse(
+        {
+            "id": run.pk,
+            "status": run.status,
+            "done": run.done,
+            "total": run.total,
+            "section": run.section,
+            "error": run.error,
+            "download": bool(run.html),
+        }
+    )
+
+
+@login_required
+def study_report_run_download(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
+    """The finished background report (HTML) as a download; 404 until it is finished."""
+    from django.http import FileResponse, Http404
+    from django.shortcuts import get_object_or_404
+
+    from .models import ReportRun
+
+    study = study_get_for_user(request.user, slug)
+    run = get_object_or_404(ReportRun, pk=pk, study=study)
+    if not run.html:
+        raise Http404("the report is not ready")
+    return FileResponse(
+        run.html.open("rb"),
+        as_attachment=True,
+        filename=f"{study.slug}-report.html",
+        content_type="text/html; charset=utf-8",
+    )

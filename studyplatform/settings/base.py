@@ -217,6 +217,7 @@ CELERY_TASK_ROUTES = {
     "explanations.tasks.explanation_job_run_task": {"queue": "gpu"},
     "explanations.tasks.explanation_jobs_sweep_task": {"queue": "cpu"},
     "explanations.tasks.dataset_import_job_run_task": {"queue": "cpu"},
+    "analysis.tasks.report_run_task": {"queue": "cpu"},
 }
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_WORKER_LOST_WAIT = 2.0

@@ -88,7 +88,7 @@ def test_participant_regions_are_pooled_by_majority(regions_study):
         return default_storage.save("responses/test/m.png", ContentFile(buf.getvalue()))
 
     # two of three participants mark exactly the salient rows 0..2, one marks rows 10..12
-    for i, rows in enumerate([slice(0, 3), slice(0, 3), slice(10, 13)]):
+    for rows in [slice(0, 3), slice(0, 3), slice(10, 13)]:
         p = Participant.objects.create(study=study)
         Response.objects.create(
             participant=p, trial=trial, position=0, answer="{}", data={"mask": mask_file(rows)}
