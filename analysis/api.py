@@ -185,3 +185,42 @@ class StudyReportApi(APIView):
             raise serializers.ValidationError({"mixed": ["mixed must be auto, true or false"]})
         report = study_report(study, simulated=simulated, mixed=mixed)
         return Response({"study": study.slug, "simulated": simulated, **report_records(report)})
+
+
+class StudySharedInterestApi(APIView):
+    """``GET /api/studies/<slug>/shared-interest/?source=dataset|participants``: per method
+    and item, IoU, ground-truth and saliency coverage of the human region by the model's
+    top-1 map (mean + 1 SD), whether the model was right and the recurring pattern (Boggust
+    et al., CHI 2022), plus the pattern counts."""
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter(
+                "source",
+                str,
+                enum=["dataset", "participants"],
+                default="dataset",
+                description="Human regions imported with the dataset, or participants' "
+                "region annotations pooled by majority.",
+            )
+        ],
+        responses={200: OpenApiTypes.OBJECT, **_ERRORS},
+    )
+    def get(self, request, slug: str):
+        from .regions import SOURCES, study_shared_interest
+
+        study = study_get_for_user(request.user, slug)
+        source = request.query_params.get("source", "dataset")
+        if source not in SOURCES:
+            raise serializers.ValidationError({"source": [f"source must be one of {SOURCES}"]})
+        frame = study_shared_interest(study, source=source)
+        counts = frame["pattern"].value_counts().to_dict() if not frame.empty else {}
+        return Response(
+            {
+                "study": study.slug,
+                "source": source,
+                "binarization": "mean + 1 SD",
+                "pattern_counts": {k: int(v) for k, v in counts.items()},
+                "rows": frame_records(frame) if not frame.empty else [],
+            }
+        )

@@ -68,6 +68,11 @@ urlpatterns = [
         name="study-results",
     ),
     path(
+        "studies/<slug:slug>/shared-interest/",
+        analysis_api.StudySharedInterestApi.as_view(),
+        name="study-shared-interest",
+    ),
+    path(
         "studies/<slug:slug>/report/",
         analysis_api.StudyReportApi.as_view(),
         name="study-report",

@@ -130,3 +130,19 @@ def test_every_results_plot_is_a_png_for_the_owner(regions_study, researcher, cl
     assert client.get(f"/r/studies/{regions_study.slug}/plots/nope.png").status_code == 400
     client.logout()
     assert client.get(url).status_code == 302  # to the login page
+
+
+def test_the_shared_interest_api_gives_scores_patterns_and_counts(
+    regions_study, researcher, client
+):
+    client.force_login(researcher)
+    url = f"/api/studies/{regions_study.slug}/shared-interest/"
+    body = client.get(url).json()
+    assert body["source"] == "dataset" and len(body["rows"]) == 12
+    gradcam = {r["item"]: r for r in body["rows"] if r["method"] == "gradcam"}
+    assert gradcam["r0"]["iou"] == 1.0 and gradcam["w1"]["pattern"] == "context_confusion"
+    assert sum(body["pattern_counts"].values()) == 12
+    assert client.get(url, {"source": "nowhere"}).status_code == 400
+    other = get_user_model().objects.create_user("api-outsider", password="x")
+    client.force_login(other)
+    assert client.get(url).status_code in (403, 404)
