@@ -35,8 +35,13 @@ from analysis.stats.comparisons import (
 #: to fit it (``manage.py analyze STUDY --mixed``).
 MIXED_AUTO_MAX_ROWS = 20_000
 
+#: Tasks whose answers are points of a rating scale (agreement: the 4-point HIVE scale;
+#: similarity: a slider), analysed as ordinal; the others' answers are nominal choices.
+ORDINAL_TASKS = frozenset({"agreement", "similarity"})
+
 __all__ = [
     "MIXED_AUTO_MAX_ROWS",
+    "ORDINAL_TASKS",
     "StudyReport",
     "build_report",
     "report_records",
@@ -252,6 +257,7 @@ def build_report(
         rt.groupby(["task", "condition"], sort=True)["rt_ms"]
         .describe(percentiles=[0.25, 0.5, 0.75])[["count", "25%", "50%", "75%"]]
         .rename(columns={"count": "n", "25%": "q1_ms", "50%": "median_ms", "75%": "q3_ms"})
+        .astype({"n": "int64"})
         .reset_index()
         if len(rt)
         else pd.DataFrame()
@@ -322,13 +328,22 @@ def _agreement_table(scored: pd.DataFrame) -> pd.DataFrame:
 
     if "answer" not in scored.columns:
         return pd.DataFrame()
+    scored = scored.assign(_value=scored["answer"].astype(str))
+    if "chosen_class" in scored.columns:  # choices among candidates: the class chosen, since
+        chosen = scored["chosen_class"].fillna("").astype(str)  # option order is shuffled
+        scored["_value"] = scored["_value"].where(chosen == "", chosen)
     rows = []
     for (task, condition), group in scored.groupby(["task", "condition"], sort=True):
-        ratings = group.drop_duplicates(["participant", "item"])[["participant", "item", "answer"]]
-        ratings = ratings[ratings["answer"].astype(str) != ""]
-        numeric = pd.to_numeric(ratings["answer"], errors="coerce")
-        level = "ordinal" if len(ratings) and numeric.notna().all() else "nominal"
-        values = numeric if level == "ordinal" else ratings["answer"].astype(str)
+        ratings = group.drop_duplicates(["participant", "item"])[["participant", "item", "_value"]]
+        ratings = ratings[ratings["_value"] != ""]
+        level = "ordinal" if task in ORDINAL_TASKS else "nominal"
+        values = (
+            pd.to_numeric(ratings["_value"], errors="coerce")
+            if level == "ordinal"
+            else (ratings["_value"])
+        )
+        if level == "ordinal" and values.isna().any():
+            level, values = "nominal", ratings["_value"]
         long = pd.DataFrame(
             {"rater": ratings["participant"], "unit": ratings["item"], "value": values}
         )
@@ -430,12 +445,19 @@ def table_text(frame: pd.DataFrame, columns: list[str] | None = None) -> str:
     if frame.empty:
         return "  (none)"
     columns = [c for c in (columns or list(frame.columns)) if c in frame.columns]
-    cells = [[_fmt(v) for v in row] for row in frame[columns].itertuples(index=False)]
+    raw = list(frame[columns].itertuples(index=False))
+    cells = [[_fmt(v) for v in row] for row in raw]
     widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
     lines = ["  " + "  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True))]
     lines.append("  " + "  ".join("-" * w for w in widths))
-    for r in cells:
-        lines.append("  " + "  ".join(v.rjust(w) for v, w in zip(r, widths, strict=True)))
+    for values, r in zip(raw, cells, strict=True):
+        lines.append(
+            "  "
+            + "  ".join(
+                text.ljust(w) if isinstance(v, str) else text.rjust(w)
+                for v, text, w in zip(values, r, widths, strict=True)
+            ).rstrip()
+        )
     return "\n".join(lines)
 
 
