@@ -264,10 +264,13 @@ def distribution_plot_png(
     are left out; all empty gives a PNG that says "no responses yet".
 
     Args:
-        groups: label -> finite numbers (NaN dropped).
+        groups: label -> numbers; None, NaN and infinities are dropped.
         log: logarithmic value axis (response times are right-skewed).
     """
-    data = {k: [float(v) for v in vs if v == v] for k, vs in groups.items()}
+    data = {
+        k: [float(v) for v in vs if v is not None and math.isfinite(float(v))]
+        for k, vs in groups.items()
+    }
     data = {k: v for k, v in data.items() if v}
     if not data:
         fig = _empty_figure(title)

@@ -184,3 +184,13 @@ def test_report_download_and_api_are_the_owners_only(answered_study, researcher,
     client.force_login(other)
     assert client.get(f"/r/studies/{answered_study.slug}/report.html").status_code == 404
     assert client.get(f"/api/studies/{answered_study.slug}/report/").status_code in (403, 404)
+
+
+def test_distribution_plot_skips_missing_values():
+    from analysis.plots import distribution_plot_png
+
+    png = distribution_plot_png(
+        {"a": [1.0, None, float("nan"), 3.0], "b": [None]}, title="t", xlabel="x"
+    )
+    assert png.startswith(b"\x89PNG")
+    assert distribution_plot_png({"b": [None]}, title="t", xlabel="x").startswith(b"\x89PNG")
