@@ -125,16 +125,31 @@ def trial_method(trial, methods: dict[str, str]) -> str:
     method = methods.get(trial.condition, "")
     if not method or method == NO_EXPLANATION:
         return ""
+    if trial.task_type == TaskType.HUMAN_OR_MACHINE:
+        return method if (trial.config or {}).get("explained") else ""
     if not set(trial.stimuli or {}) - PLAIN_SLOTS:
         return ""
     return method
 
 
+def _true_class(model, trial) -> str:
+    """The item's true class: a class of the classifier, or for text studies (no classifier)
+    the text's origin, human or machine."""
+    if trial.true_index is None:
+        return ""
+    if model is None:
+        return ("human", "machine")[trial.true_index]
+    return model.class_name(trial.true_index)
+
+
 def response_confidence(trial, answer: str) -> int | None:
-    """The confidence the participant stated, when the task asks for one: the agreement
-    task's 4-point scale (2 = fairly, 1 = somewhat confident). None for other tasks, for
-    attention checks (the answer was instructed) and for timeouts."""
-    if trial.task_type != TaskType.AGREEMENT or trial.kind == TrialKind.ATTENTION:
+    """The confidence the participant stated, when the task asks for one: the 4-point scales
+    of the agreement and human-or-machine tasks (2 = fairly, 1 = somewhat confident). None for
+    other tasks, for attention checks (the answer was instructed) and for timeouts."""
+    if (
+        trial.task_type not in (TaskType.AGREEMENT, TaskType.HUMAN_OR_MACHINE)
+        or trial.kind == TrialKind.ATTENTION
+    ):
         return None
     return AGREEMENT_CONFIDENCE.get(answer)
 
@@ -182,14 +197,14 @@ def study_responses_frame(study: Study) -> pd.DataFrame:
                 "block": trial.block,
                 "item": trial.item.name if trial.item_id else "",
                 "predicted_class": trial.predicted_label,
-                "true_class": model.class_name(trial.true_index)
-                if trial.true_index is not None
-                else "",
+                "true_class": _true_class(model, trial),
                 "model_correct": trial.model_correct,
                 "answer": r.answer,
                 "answer_label": label,
                 "answer_data": json.dumps(r.data, sort_keys=True) if r.data else "",
-                "chosen_class": model.class_name(chosen) if chosen is not None else "",
+                "chosen_class": model.class_name(chosen)
+                if chosen is not None and model is not None
+                else "",
                 "is_correct": r.is_correct,
                 "chance": trial_chance(trial),
                 "rt_ms": r.rt_ms,

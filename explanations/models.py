@@ -66,6 +66,12 @@ class Dataset(models.Model):
 
     name = models.CharField(max_length=200, unique=True)
     description = models.TextField(blank=True)
+    modality = models.CharField(
+        max_length=10,
+        choices=[("image", "Images"), ("text", "Texts")],
+        default="image",
+        help_text="Images (photos for a classifier) or texts (human or machine, GLTR).",
+    )
     class_names = models.JSONField(
         default=list,
         blank=True,
@@ -89,7 +95,11 @@ class Item(models.Model):
 
     dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="items")
     name = models.CharField(max_length=200)
-    image = models.FileField(upload_to="items/")
+    image = models.FileField(upload_to="items/", blank=True)
+    text = models.TextField(blank=True, help_text="The text of a text item.")
+    meta = models.JSONField(
+        default=dict, blank=True, help_text="Provenance (text items: source, generation)."
+    )
     sha256 = models.CharField(max_length=64, help_text="Checksum of the original file bytes.")
     width = models.PositiveIntegerField()
     height = models.PositiveIntegerField()

@@ -196,6 +196,11 @@ def study_rebuild(*, study: Study, spec: dict) -> Study:
 
 def _build(study: Study, spec: dict) -> None:
     """Fill ``study`` (saved here) and create its trials from a validated spec."""
+    if spec.get("modality") == "text":
+        from .text_design import build_text_study
+
+        build_text_study(study, spec, _TrialBuilder, arms_build)
+        return
     model = ClassifierModel.objects.filter(name=spec["model"]).first()
     if model is None:
         raise StudyDesignError(f"model: no registered model named {spec['model']!r}")

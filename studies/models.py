@@ -49,6 +49,7 @@ class TaskType(models.TextChoices):
     LIKERT_UNDERSTANDING = "likert_understanding", "Self-rated understanding"
     TRADEOFF = "tradeoff", "Interpretability-accuracy trade-off"
     DEMOGRAPHICS = "demographics", "Demographics"
+    HUMAN_OR_MACHINE = "human_or_machine", "Human or machine text (GLTR)"
 
 
 class TrialKind(models.TextChoices):
@@ -74,7 +75,17 @@ class Study(models.Model):
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="studies"
     )
     status = models.CharField(max_length=20, choices=StudyStatus.choices, default=StudyStatus.DRAFT)
-    model = models.ForeignKey(ClassifierModel, on_delete=models.PROTECT, related_name="+")
+    model = models.ForeignKey(
+        ClassifierModel,
+        on_delete=models.PROTECT,
+        related_name="+",
+        null=True,
+        blank=True,
+        help_text="The classifier explained (image studies); empty for text studies.",
+    )
+    language_model = models.CharField(
+        max_length=300, blank=True, help_text="Text studies: the language model of GLTR."
+    )
     dataset = models.ForeignKey(Dataset, on_delete=models.PROTECT, related_name="+")
     method = models.CharField(max_length=50, default="gradcam")
     spec = models.JSONField(default=dict, help_text="The design as launched (frozen).")

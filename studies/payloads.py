@@ -71,6 +71,12 @@ def _trial_payload(participant: Participant, position: int, trial) -> dict:
         payload["predicted_label"] = trial.predicted_label
         if "heatmap" in trial.stimuli:
             payload["heatmap"] = _stimulus_url(participant, position, "heatmap")
+    if trial.task_type == TaskType.HUMAN_OR_MACHINE:
+        # display units only: their text and GLTR bucket (never the rank values' source)
+        payload["spans"] = [
+            {"text": span["text"], "bucket": span.get("bucket")} for span in cfg.get("spans", [])
+        ]
+        payload["highlighted"] = bool(cfg.get("explained"))
     if trial.task_type == TaskType.SIMILARITY:
         payload["region"] = _stimulus_url(participant, position, "region")
         payload["prototype"] = _stimulus_url(participant, position, "prototype")

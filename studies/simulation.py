@@ -26,7 +26,12 @@ import pandas as pd
 from .models import Participant, TaskType, Trial, TrialKind
 from .tasktypes import DEMOGRAPHIC_FIELDS, REGION_GRID, TASK_TYPES, TRADEOFF_SCENARIOS
 
-SCORED_CHOICE = (TaskType.AGREEMENT, TaskType.DISTINCTION, TaskType.OUTPUT_PREDICTION)
+SCORED_CHOICE = (
+    TaskType.AGREEMENT,
+    TaskType.DISTINCTION,
+    TaskType.OUTPUT_PREDICTION,
+    TaskType.HUMAN_OR_MACHINE,
+)
 
 
 @dataclass(frozen=True)
@@ -83,10 +88,17 @@ def simulated_answer(trial: Trial, rm: ResponseModel, rng: random.Random):
         return rng.choice([v for v in values if v != trial.correct_value] or values)
     if task in SCORED_CHOICE:
         chance = TASK_TYPES[task].trial_chance(trial) or 0.5
-        correct = rng.random() < rm.p_correct(trial.condition, trial.model_correct, chance)
+        # text studies: "right" = a machine text, "wrong" = a human one
+        split = trial.true_index == 1 if task == TaskType.HUMAN_OR_MACHINE else trial.model_correct
+        correct = rng.random() < rm.p_correct(trial.condition, split, chance)
         if task == TaskType.AGREEMENT:
             right_side = ("1", "2") if trial.model_correct else ("3", "4")
             wrong_side = ("3", "4") if trial.model_correct else ("1", "2")
+            return rng.choice(right_side if correct else wrong_side)
+        if task == TaskType.HUMAN_OR_MACHINE:  # "right" = machine text, "wrong" = human text
+            human = trial.true_index == 0
+            right_side = ("1", "2") if human else ("3", "4")
+            wrong_side = ("3", "4") if human else ("1", "2")
             return rng.choice(right_side if correct else wrong_side)
         wrong = [v for v in values if v != trial.correct_value]
         return trial.correct_value if correct or not wrong else rng.choice(wrong)

@@ -33,6 +33,7 @@ ITEM_TASKS = [
     TaskType.OUTPUT_PREDICTION,
     TaskType.SIMILARITY,
     TaskType.REGION_ANNOTATION,
+    TaskType.HUMAN_OR_MACHINE,
 ]
 SURVEY_TASKS = [
     TaskType.LIKERT_UNDERSTANDING,
@@ -60,6 +61,26 @@ SPEC_SCHEMA: dict[str, Any] = {
         "title": {"type": "string", "minLength": 1, "maxLength": 200},
         "slug": {"type": "string", "pattern": "^[a-z0-9][a-z0-9-]{0,79}$"},
         "description": {"type": "string", "maxLength": 5000},
+        "modality": {
+            "enum": ["image", "text"],
+            "default": "image",
+            "description": "image: a classifier's explanations of photos; text: the GLTR "
+            "human-or-machine task (model = the language model, 'smollm2' or a local "
+            "directory; dataset = a text dataset labelled human/machine).",
+        },
+        "text": {
+            "type": "object",
+            "additionalProperties": False,
+            "description": "Text studies: GLTR's rank buckets (top-k thresholds).",
+            "properties": {
+                "thresholds": {
+                    "type": "array",
+                    "items": {"type": "integer", "minimum": 1},
+                    "minItems": 3,
+                    "maxItems": 3,
+                }
+            },
+        },
         "model": {"type": "string", "minLength": 1, "description": "Registered model name."},
         "dataset": {"type": "string", "minLength": 1, "description": "Dataset name."},
         "items": {
