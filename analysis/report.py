@@ -86,6 +86,8 @@ class StudyReport:
         agreement: per task x condition, agreement among participants who answered the same
             items: Krippendorff's alpha (ordinal for numeric rating scales, nominal for
             choices) and Fleiss' kappa where defined, with the reason when undefined.
+        detection: human-or-machine tasks (GLTR), per condition: hits, false alarms, d′ and
+            criterion c (log-linear corrected; :mod:`analysis.stats.detection`).
         warnings: degenerate data and fallbacks, in words.
         timings: seconds spent per section (for the benchmark and the progress display).
     """
@@ -105,6 +107,7 @@ class StudyReport:
     confidence: pd.DataFrame
     correlations: pd.DataFrame
     agreement: pd.DataFrame = field(default_factory=pd.DataFrame)
+    detection: pd.DataFrame = field(default_factory=pd.DataFrame)
     warnings: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -119,6 +122,7 @@ SECTIONS = (
     "confidence",
     "correlations",
     "agreement",
+    "detection",
 )
 
 
@@ -297,6 +301,15 @@ def build_report(
     agreement = _agreement_table(scored)
     done("agreement", t)
 
+    t = time.perf_counter()
+    detection = pd.DataFrame()
+    texts = scored[scored["task"] == "human_or_machine"]
+    if len(texts) and "true_class" in texts.columns and "answer" in texts.columns:
+        from analysis.stats.detection import detection_table
+
+        detection = detection_table(texts)
+    done("detection", t)
+
     participants = frame.drop_duplicates("participant")
     return StudyReport(
         title=title,
@@ -316,6 +329,7 @@ def build_report(
         confidence=confidence,
         correlations=correlations,
         agreement=agreement,
+        detection=detection,
         warnings=list(dict.fromkeys(notes)),
         timings=timings,
     )
@@ -413,6 +427,7 @@ def report_records(report: StudyReport) -> dict:
         "confidence": _records(report.confidence),
         "correlations": _records(report.correlations),
         "agreement": _records(report.agreement),
+        "detection": _records(report.detection),
         "warnings": report.warnings,
     }
 
@@ -511,6 +526,9 @@ def report_text(report: StudyReport) -> str:
         out.append(table_text(report.correlations))
     out += ["", "Agreement among participants (Krippendorff's alpha; Fleiss' kappa)"]
     out.append(table_text(report.agreement))
+    if not report.detection.empty:
+        out += ["", "Detecting machine text (d′, criterion c; log-linear corrected)"]
+        out.append(table_text(report.detection))
     if report.warnings:
         out += ["", "Warnings"] + [f"  - {w}" for w in report.warnings]
     return "\n".join(out)

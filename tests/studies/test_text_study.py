@@ -178,3 +178,6 @@ def test_the_analysis_reports_detection_accuracy_per_condition(text_study):
     assert set(acc["condition"]) == {"gltr", "plain"}
     assert set(acc["model"]) <= {"all"}  # no classifier: no model-right split
     assert len(report.comparisons) == 1
+    detection = report.detection.set_index("condition")
+    assert set(detection.index) == {"gltr", "plain"}
+    assert (detection["n_machine"] > 0).all() and (detection["n_human"] > 0).all()
