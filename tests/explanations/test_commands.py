@@ -509,9 +509,7 @@ def test_explain_takes_method_parameters_batches_and_retries(model, dataset, mon
         run("explain", "--model", "Tiny colours", "--dataset", "Squares", "--param", "sigma=0.2")
     with pytest.raises(CommandError, match="use NAME=VALUE"):
         run("explain", "--model", "Tiny colours", "--dataset", "Squares", "--param", "sigma")
-    assert f"job #{job.pk}: 0 failed item(s) queued again" in run(
-        "explain", "--retry", str(job.pk)
-    )
+    assert f"job #{job.pk}: 0 failed item(s) queued again" in run("explain", "--retry", str(job.pk))
 
 
 @quiet_torchscript
