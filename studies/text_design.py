@@ -36,26 +36,14 @@ def text_origin(item: Item) -> str | None:
     return name if name in ORIGINS else None
 
 
-def rank_bucket(rank: int | None, thresholds=DEFAULT_THRESHOLDS) -> int | None:
-    """0..3: rank < t0, < t1, < t2, else 3 (GLTR's colours); None for an unscored token."""
-    if rank is None:
-        return None
-    for index, limit in enumerate(thresholds):
-        if rank < limit:
-            return index
-    return len(thresholds)
-
-
 def gltr_display_spans(lm, text: str, thresholds=DEFAULT_THRESHOLDS) -> list[dict]:
     """The text as display units with their GLTR bucket: ``[{"text": str, "bucket": 0..3 or
     None}]``; the texts concatenate to ``text`` exactly (see
-    :func:`explanations.text.gltr.token_ranks`)."""
+    :func:`explanations.text.gltr.token_ranks`: byte pieces of one character are merged)."""
     from explanations.text.gltr import token_ranks
 
-    result = token_ranks(lm, text)
-    return [
-        {"text": span.text, "bucket": rank_bucket(span.rank, thresholds)} for span in result.spans
-    ]
+    result = token_ranks(lm, text, thresholds=thresholds)
+    return [{"text": span.text, "bucket": span.bucket} for span in result.spans]
 
 
 def build_text_study(study: Study, spec: dict, builder_cls, arms_build, lm_loader=None) -> None:

@@ -181,3 +181,32 @@ def test_the_analysis_reports_detection_accuracy_per_condition(text_study):
     detection = report.detection.set_index("condition")
     assert set(detection.index) == {"gltr", "plain"}
     assert (detection["n_machine"] > 0).all() and (detection["n_human"] > 0).all()
+
+
+# -- the real pieces: a saved stimulus set (built by SmolLM2 with text_stimuli) and its import --
+
+
+STIMULI = __import__("pathlib").Path(__file__).resolve().parents[1] / "data/gltr-stimuli-3.json"
+
+
+def test_text_stimuli_command_imports_a_saved_set_with_neutral_names(db):
+    import io
+
+    from django.core.management import call_command
+
+    out = io.StringIO()
+    call_command("text_stimuli", "--name", "saved texts", "--from", str(STIMULI), stdout=out)
+    assert "6 texts (3 human + 3 machine)" in out.getvalue()
+    dataset = Dataset.objects.get(name="saved texts")
+    items = list(dataset.items.all())
+    assert dataset.modality == "text" and len(items) == 6
+    assert {i.label_name for i in items} == {"human", "machine"}
+    for item in items:
+        assert item.name.startswith("text-") and "human" not in item.name
+        assert "machine" not in item.name
+        if item.label_name == "machine":
+            assert item.meta["generation"]["top_k"] == 40 and item.meta["generation"]["seed"] >= 0
+        else:
+            assert item.meta["source"].startswith("stdlib:") and item.meta["license"]
+    with pytest.raises(Exception, match="exists"):
+        call_command("text_stimuli", "--name", "saved texts", "--from", str(STIMULI))
