@@ -210,3 +210,40 @@ def test_text_stimuli_command_imports_a_saved_set_with_neutral_names(db):
             assert item.meta["source"].startswith("stdlib:") and item.meta["license"]
     with pytest.raises(Exception, match="exists"):
         call_command("text_stimuli", "--name", "saved texts", "--from", str(STIMULI))
+
+
+@pytest.mark.slow
+def test_a_study_of_real_texts_gets_real_gltr_highlights(db, researcher, monkeypatch):
+    """SmolLM2 scores the saved human and machine texts; every highlighted trial's spans tile
+    its text and carry GLTR buckets; the plain condition carries none."""
+    import tempfile
+    from pathlib import Path
+
+    from django.core.management import call_command
+
+    import explanations.text.lm as lm_module
+
+    cache = Path(tempfile.gettempdir()) / "studyplatform-test-lm-cache"  # shared with test_gltr
+    real_load = lm_module.language_model_load
+    monkeypatch.setattr(
+        lm_module,
+        "language_model_load",
+        lambda source=None, **k: real_load(source, cache_dir=cache),
+    )
+    call_command("text_stimuli", "--name", "texts", "--from", str(STIMULI))
+    study = study_create(
+        spec=spec(trials={"per_participant": 4, "attention_checks": 0, "seed": 2}),
+        owner=researcher,
+    )
+    main = Trial.objects.filter(study=study, kind=TrialKind.MAIN)
+    highlighted = [t for t in main if t.condition == "gltr"]
+    assert len(highlighted) == 4
+    for t in highlighted:
+        spans = t.config["spans"]
+        assert "".join(s["text"] for s in spans) == t.item.text
+        assert {s["bucket"] for s in spans} <= {0, 1, 2, 3, None}
+        assert sum(s["bucket"] == 0 for s in spans) > len(spans) / 4  # most text is predictable
+        assert "\ufffd" not in "".join(s["text"] for s in spans)
+    for t in main:
+        if t.condition == "plain":
+            assert [s.get("bucket") for s in t.config["spans"]] == [None]
