@@ -3,9 +3,6 @@ or Parquet (owner or superuser only, through ``study_get_for_user``; everyone el
 
 from __future__ import annotations
 
-import math
-
-import pandas as pd
 from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
@@ -19,7 +16,7 @@ from explanations.api import ErrorSerializer
 from studies.researcher_views import study_get_for_user
 
 from .export import PARQUET_MEDIA_TYPE, csv_bytes, parquet_bytes
-from .report import report_records
+from .report import frame_records, report_records
 from .results import SIMULATED_FILTERS, study_report, study_results
 
 _SIMULATED = OpenApiParameter(
@@ -55,16 +52,6 @@ class StudyResultsSerializer(serializers.Serializer):
     n_participants = serializers.IntegerField()
     n_simulated = serializers.IntegerField()
     rows = ResultRowSerializer(many=True)
-
-
-def frame_records(frame: pd.DataFrame) -> list[dict]:
-    """DataFrame rows as JSON-ready dicts: numpy scalars to Python, NaN to None."""
-
-    def plain(value):
-        value = value.item() if hasattr(value, "item") else value
-        return None if isinstance(value, float) and math.isnan(value) else value
-
-    return [{k: plain(v) for k, v in row.items()} for row in frame.to_dict("records")]
 
 
 def _simulated(request) -> str:

@@ -138,7 +138,9 @@ def _true_class(model, trial) -> str:
     if trial.true_index is None:
         return ""
     if model is None:
-        return ("human", "machine")[trial.true_index]
+        from explanations.text import TEXT_ORIGINS
+
+        return TEXT_ORIGINS[trial.true_index]
     return model.class_name(trial.true_index)
 
 

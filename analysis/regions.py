@@ -78,10 +78,12 @@ def dataset_region_mask(item: Item, *, size: int, policy: str) -> np.ndarray | N
     return _to_model_view(full, size, policy)
 
 
-def participant_region_masks(study: Study) -> dict[int, tuple[np.ndarray, int]]:
-    """Per item id: the majority mask of participants' region annotations (bool, the model's
-    view) and how many participants' masks it pools. Excluded and preview participants'
-    answers are left out."""
+def participant_region_masks(
+    study: Study, *, item_ids: list[int] | None = None
+) -> dict[int, tuple[np.ndarray, int]]:
+    """Per item id (all, or those in ``item_ids``): the majority mask of participants' region
+    annotations (bool, the model's view) and how many participants' masks it pools. Excluded
+    and preview participants' answers are left out."""
     from analysis.datasets import participants_excluded
 
     excluded = participants_excluded(study)
@@ -91,7 +93,10 @@ def participant_region_masks(study: Study) -> dict[int, tuple[np.ndarray, int]]:
         participant__is_preview=False,
         trial__task_type="region_annotation",
         trial__item__isnull=False,
-    ).values_list("participant_id", "trial__item_id", "data")
+    )
+    if item_ids is not None:
+        rows = rows.filter(trial__item_id__in=item_ids)
+    rows = rows.values_list("participant_id", "trial__item_id", "data")
     for participant_id, item_id, data in rows:
         name = (data or {}).get("mask")
         if participant_id in excluded or not name:
@@ -201,29 +206,13 @@ def study_shared_interest(
     frame["ground_truth_coverage"] = scores.ground_truth_coverage
     frame["saliency_coverage"] = scores.saliency_coverage
     known = frame["model_correct"].notna().to_numpy()
-    frame["pattern"] = "undefined"
-    frame["undefined_reason"] = ""
-    if known.any():
-        sub = _subset(scores, known)
-        patterns = shared_interest_patterns(
-            sub, frame.loc[known, "model_correct"].astype(bool).to_numpy(), high=high
-        )
-        frame.loc[known, "pattern"] = patterns.keys
-        frame.loc[known, "undefined_reason"] = patterns.undefined_reason
-    frame.loc[~known, "undefined_reason"] = "the item has no label the model knows"
+    # patterns need the model's correctness: rows without a known label get none
+    correct = frame["model_correct"].fillna(False).astype(bool).to_numpy()
+    patterns = shared_interest_patterns(scores, correct, high=high)
+    frame["pattern"] = np.where(known, patterns.keys, "undefined")
+    frame["undefined_reason"] = np.where(
+        known, patterns.undefined_reason, "the item has no label the model knows"
+    )
     names = {**PATTERNS, **NO_PATTERN}
     frame["pattern_name"] = frame["pattern"].map(lambda key: names[key].name)
     return frame
-
-
-def _subset(scores, keep: np.ndarray):
-    """The scores of the rows ``keep`` (same dataclass, arrays sliced)."""
-    import dataclasses
-
-    changes = {
-        f.name: getattr(scores, f.name)[keep]
-        for f in dataclasses.fields(scores)
-        if isinstance(getattr(scores, f.name), np.ndarray)
-        and getattr(scores, f.name).shape[:1] == keep.shape
-    }
-    return dataclasses.replace(scores, **changes)

@@ -41,6 +41,7 @@ ORDINAL_TASKS = frozenset({"agreement", "similarity"})
 
 __all__ = [
     "MIXED_AUTO_MAX_ROWS",
+    "accuracy_by_model",
     "ORDINAL_TASKS",
     "StudyReport",
     "build_report",
@@ -64,6 +65,18 @@ def scored_main(frame: pd.DataFrame) -> pd.DataFrame:
     out["is_correct"] = out["is_correct"].astype(bool)
     out["chance"] = out["chance"].astype(float)
     return out
+
+
+def accuracy_by_model(scored: pd.DataFrame, by: list[str]) -> pd.DataFrame:
+    """:func:`analysis.stats.accuracy_table` of scored answers per ``by`` and ``model``:
+    "model right" / "model wrong" (where the trial has a classifier's prediction) and "all"."""
+    split = scored.assign(
+        model=scored["model_correct"].map({True: "model right", False: "model wrong"})
+    )
+    split = split[split["model"].notna()]
+    return accuracy_table(
+        pd.concat([split, scored.assign(model="all")], ignore_index=True), by=[*by, "model"]
+    )
 
 
 @dataclass
@@ -165,14 +178,7 @@ def build_report(
             progress(step[0], len(SECTIONS), section)
 
     t = time.perf_counter()
-    split = scored.assign(
-        model=scored["model_correct"].map({True: "model right", False: "model wrong"})
-    )
-    split = split[split["model"].notna()]
-    accuracy = accuracy_table(
-        pd.concat([split, scored.assign(model="all")], ignore_index=True),
-        by=["task", "condition", "model"],
-    )
+    accuracy = accuracy_by_model(scored, ["task", "condition"])
     done("accuracy", t)
 
     t = time.perf_counter()
@@ -389,16 +395,15 @@ def _first(frame: pd.DataFrame, column: str) -> pd.DataFrame:
 
 
 def _clean(value):
-    if isinstance(value, float | np.floating):
-        return None if math.isnan(value) else float(value)
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, np.bool_):
-        return bool(value)
+    """A JSON-ready scalar: numpy scalars to Python, NaN and pandas' NA to None."""
+    value = value.item() if isinstance(value, np.generic) else value
+    if value is pd.NA or (isinstance(value, float) and math.isnan(value)):
+        return None
     return value
 
 
-def _records(frame: pd.DataFrame) -> list[dict]:
+def frame_records(frame: pd.DataFrame) -> list[dict]:
+    """DataFrame rows as JSON-ready dicts (see :func:`_clean`)."""
     return [{k: _clean(v) for k, v in row.items()} for row in frame.to_dict("records")]
 
 
@@ -411,9 +416,9 @@ def report_records(report: StudyReport) -> dict:
         "n_participants": report.n_participants,
         "n_excluded": report.n_excluded,
         "n_simulated": report.n_simulated,
-        "accuracy": _records(report.accuracy),
-        "participant_tests": _records(report.participant_tests),
-        "comparisons": _records(report.comparisons),
+        "accuracy": frame_records(report.accuracy),
+        "participant_tests": frame_records(report.participant_tests),
+        "comparisons": frame_records(report.comparisons),
         "models": [
             {
                 "task": task,
@@ -422,12 +427,12 @@ def report_records(report: StudyReport) -> dict:
             }
             for task, plain, full in report.models
         ],
-        "power": _records(report.power),
-        "response_times": _records(report.response_times),
-        "confidence": _records(report.confidence),
-        "correlations": _records(report.correlations),
-        "agreement": _records(report.agreement),
-        "detection": _records(report.detection),
+        "power": frame_records(report.power),
+        "response_times": frame_records(report.response_times),
+        "confidence": frame_records(report.confidence),
+        "correlations": frame_records(report.correlations),
+        "agreement": frame_records(report.agreement),
+        "detection": frame_records(report.detection),
         "warnings": report.warnings,
     }
 
@@ -437,8 +442,8 @@ def _fit_record(fit: ModelFit) -> dict:
         "method": fit.method,
         "formula": fit.formula,
         "n": fit.n,
-        "coefficients": _records(fit.coefficients),
-        "random_effects": _records(fit.random_effects),
+        "coefficients": frame_records(fit.coefficients),
+        "random_effects": frame_records(fit.random_effects),
         "warnings": list(fit.warnings),
         "fallback": fit.fallback,
     }

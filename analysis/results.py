@@ -8,11 +8,10 @@ from dataclasses import dataclass
 import pandas as pd
 
 from analysis.plots import accuracy_plot_png, distribution_plot_png
-from analysis.stats import accuracy_table
 from studies.models import Study
 
 from .datasets import study_responses_frame
-from .report import StudyReport, build_report, scored_main
+from .report import StudyReport, accuracy_by_model, build_report, scored_main
 
 SIMULATED_FILTERS = ("include", "exclude", "only")
 
@@ -48,22 +47,12 @@ def study_results(study: Study, *, simulated: str = "include") -> StudyResults:
     Raises:
         ValueError: unknown ``simulated`` filter.
     """
-    if simulated not in SIMULATED_FILTERS:
-        raise ValueError(f"simulated must be one of {SIMULATED_FILTERS}")
-    frame = study_responses_frame(study)
-    if simulated == "exclude":
-        frame = frame[~frame["is_simulated"].astype(bool)]
-    elif simulated == "only":
-        frame = frame[frame["is_simulated"].astype(bool)]
+    frame = _filtered_frame(study, simulated)
     participants = frame.drop_duplicates("participant")
     scored = scored_main(frame)
     if scored["condition"].nunique() > 1:  # one row per task and condition
         scored = scored.assign(task=scored["task"] + " / " + scored["condition"])
-    split = scored.assign(
-        model=scored["model_correct"].map({True: "model right", False: "model wrong"})
-    )
-    overall = scored.assign(model="all")
-    table = accuracy_table(pd.concat([split, overall], ignore_index=True), by=["task", "model"])
+    table = accuracy_by_model(scored, ["task"])
     return StudyResults(
         table=table,
         responses=frame,  # every response (practice, checks, questionnaires, excluded too)
@@ -126,7 +115,7 @@ def automatic_metrics_frame(study: Study) -> pd.DataFrame:
 
 
 def study_report(
-    study: Study, *, simulated: str = "include", mixed: bool = True, progress=None
+    study: Study, *, simulated: str = "include", mixed: bool | str = "auto", progress=None
 ) -> StudyReport:
     """The full report of a study (:func:`analysis.report.build_report`) on its responses,
     with the automatic metrics of its model's maps.
@@ -144,29 +133,40 @@ def study_report(
     )
 
 
-def report_figures(report: StudyReport, frame: pd.DataFrame) -> dict[str, bytes]:
-    """The report's plots as PNG bytes: accuracy with Wilson intervals per task / condition
-    and model correctness, response times and confidence ratings per task / condition."""
-    table = report.accuracy[report.accuracy["model"] != "all"]
-    table = table.assign(group=table["task"] + "\n" + table["condition"].astype(str))
+def report_figures(
+    frame: pd.DataFrame, *, accuracy: pd.DataFrame | None = None, names=None
+) -> dict[str, bytes]:
+    """Plots of the responses as PNG bytes, by name: ``accuracy`` (Wilson intervals per task /
+    condition and model correctness; from ``accuracy`` when given, else computed),
+    ``response_times`` and ``confidence`` (when any was collected) per task / condition.
+    ``names`` limits which are drawn (default all)."""
+    wanted = set(names or ("accuracy", "response_times", "confidence"))
     scored = scored_main(frame)
     label = scored["task"] + " / " + scored["condition"].astype(str)
-    figures = {
-        "accuracy": accuracy_plot_png(
+    figures = {}
+    if "accuracy" in wanted:
+        table = (
+            accuracy if accuracy is not None else accuracy_by_model(scored, ["task", "condition"])
+        )
+        table = table[table["model"] != "all"]
+        table = table.assign(group=table["task"] + "\n" + table["condition"].astype(str))
+        figures["accuracy"] = accuracy_plot_png(
             table, group_col="group", hue_col="model", title="Accuracy (Wilson 95% CI)"
-        ),
-        "response_times": distribution_plot_png(
+        )
+    if "response_times" in wanted:
+        figures["response_times"] = distribution_plot_png(
             {k: g["rt_ms"].tolist() for k, g in scored.groupby(label, sort=True)},
             title="Response time of scored answers",
             xlabel="ms (log scale)",
             log=True,
-        ),
-    }
-    if "confidence" in scored.columns and scored["confidence"].notna().any():
+        )
+    if "confidence" in wanted:
         figures["confidence"] = distribution_plot_png(
-            {k: g["confidence"].dropna().tolist() for k, g in scored.groupby(label, sort=True)},
+            {k: g["confidence"].dropna().tolist() for k, g in scored.groupby(label, sort=True)}
+            if "confidence" in scored.columns
+            else {},
             title="Confidence ratings",
-            xlabel="confidence (agreement task: 1 somewhat, 2 fairly)",
+            xlabel="confidence (1 somewhat, 2 fairly)",
         )
     return figures
 
@@ -194,12 +194,15 @@ def study_report_html(
         mixed=mixed,
         progress=progress,
     )
-    pngs = report_figures(report, frame)
     from .regions import study_shared_interest
 
+    names = ["accuracy", "response_times"]
+    if not report.confidence.empty:
+        names.append("confidence")
+    pngs = report_figures(frame, accuracy=report.accuracy, names=names)
     shared = study_shared_interest(study)
     if not shared.empty:
-        pngs["shared_interest"] = shared_interest_plot_png(study)
+        pngs["shared_interest"] = shared_interest_plot_png(shared)
     figures = {name: base64.b64encode(png).decode("ascii") for name, png in pngs.items()}
     return render_to_string(
         "analysis/report.html",
@@ -218,15 +221,12 @@ def study_report_html(
 RESULT_PLOTS = ("accuracy", "response_times", "confidence", "shared_interest")
 
 
-def shared_interest_plot_png(study: Study, *, source: str = "dataset") -> bytes:
+def shared_interest_plot_png(shared: pd.DataFrame, *, source: str = "dataset") -> bytes:
     """Box plots of IoU, ground-truth and saliency coverage per method (Boggust et al. 2022)
-    over the study's items with a human region; "no responses yet" when there are none."""
-    from .regions import study_shared_interest
-
-    frame = study_shared_interest(study, source=source)
+    of :func:`analysis.regions.study_shared_interest`'s rows; "no responses yet" when empty."""
     groups = {}
-    if not frame.empty:
-        for method, g in frame.groupby("method", sort=True):
+    if not shared.empty:
+        for method, g in shared.groupby("method", sort=True):
             for score, short in (
                 ("iou", "IoU"),
                 ("ground_truth_coverage", "GT cov."),
@@ -239,7 +239,8 @@ def shared_interest_plot_png(study: Study, *, source: str = "dataset") -> bytes:
 
 
 def study_plot_png(study: Study, name: str, *, simulated: str = "include") -> bytes:
-    """One plot of the results page as PNG (see :data:`RESULT_PLOTS`).
+    """One plot of the results page as PNG (see :data:`RESULT_PLOTS`), computing only what
+    that plot needs.
 
     Raises:
         ValueError: unknown plot or ``simulated`` filter.
@@ -247,10 +248,7 @@ def study_plot_png(study: Study, name: str, *, simulated: str = "include") -> by
     if name not in RESULT_PLOTS:
         raise ValueError(f"plot must be one of {RESULT_PLOTS}")
     if name == "shared_interest":
-        return shared_interest_plot_png(study)
-    frame = _filtered_frame(study, simulated)
-    report = build_report(frame, title=study.title, mixed=False)
-    figures = report_figures(report, frame)
-    if name not in figures:  # e.g. no confidence ratings collected
-        return distribution_plot_png({}, title="Confidence ratings", xlabel="")
-    return figures[name]
+        from .regions import study_shared_interest
+
+        return shared_interest_plot_png(study_shared_interest(study))
+    return report_figures(_filtered_frame(study, simulated), names=[name])[name]

@@ -226,7 +226,8 @@ def study_shared_interest_thumbnail(request: HttpRequest, slug: str, pk: int) ->
         raise Http404("the photo cannot be decoded") from None
     picture = overlays(view, explanation_array_load(explanation)[None], alpha=0.55)[0].copy()
     if source == "participants":
-        mask = participant_region_masks(study).get(explanation.item_id, (None, 0))[0]
+        masks = participant_region_masks(study, item_ids=[explanation.item_id])
+        mask = masks.get(explanation.item_id, (None, 0))[0]
     else:
         mask = dataset_region_mask(
             explanation.item, size=model.input_size, policy=model.resize_policy

@@ -105,12 +105,13 @@ def confident_joint(labels, pred_probs) -> np.ndarray:
         ValueError: malformed inputs.
     """
     y, p = _check(labels, pred_probs)
-    t = per_class_thresholds(y, p)
-    j = _confident_assignment(y, p, t)
-    k = p.shape[1]
-    keep = j >= 0
+    return _joint(y, _confident_assignment(y, p, per_class_thresholds(y, p)), p.shape[1])
+
+
+def _joint(y: np.ndarray, assigned: np.ndarray, k: int) -> np.ndarray:
+    keep = assigned >= 0
     joint = np.zeros((k, k), dtype=np.int64)
-    np.add.at(joint, (y[keep], j[keep]), 1)
+    np.add.at(joint, (y[keep], assigned[keep]), 1)
     return joint
 
 
@@ -150,5 +151,5 @@ def find_label_issues(labels, pred_probs, *, rank_by: str = "self_confidence") -
     score = scorers[rank_by](y, p)
     flagged = np.flatnonzero(mask)
     ranked = flagged[np.argsort(score[flagged], kind="stable")]
-    joint = confident_joint(y, p)
+    joint = _joint(y, suggested, p.shape[1])
     return LabelIssues(mask, ranked.astype(np.int64), suggested, score, joint, t)

@@ -199,7 +199,7 @@ def _build(study: Study, spec: dict) -> None:
     if spec.get("modality") == "text":
         from .text_design import build_text_study
 
-        build_text_study(study, spec, _TrialBuilder, arms_build)
+        build_text_study(study, spec)
         return
     model = ClassifierModel.objects.filter(name=spec["model"]).first()
     if model is None:
@@ -475,18 +475,22 @@ class _TrialBuilder:
         return best
 
     def survey(self, block: int, q: dict) -> Trial:
-        task = q["type"]
-        options = [{"value": v, "label": label} for v, label in SCALES.get(task, [])]
-        return Trial.objects.create(
-            study=self.study,
-            index=self._next_index(),
-            block=block,
-            kind=TrialKind.SURVEY,
-            arm="",
-            task_type=task,
-            options=options,
-            config={k: v for k, v in q.items() if k != "type"},
-        )
+        return survey_trial_create(self.study, self._next_index(), block, q)
+
+
+def survey_trial_create(study: Study, index: int, block: int, q: dict) -> Trial:
+    """One questionnaire page (spec ``questionnaires[]`` entry ``q``) shown after the trials."""
+    task = q["type"]
+    return Trial.objects.create(
+        study=study,
+        index=index,
+        block=block,
+        kind=TrialKind.SURVEY,
+        arm="",
+        task_type=task,
+        options=[{"value": v, "label": label} for v, label in SCALES.get(task, [])],
+        config={k: v for k, v in q.items() if k != "type"},
+    )
 
 
 def study_launch(*, study: Study) -> Study:

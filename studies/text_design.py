@@ -20,14 +20,13 @@ from __future__ import annotations
 import random
 
 from explanations.models import Dataset, Item
+from explanations.text import TEXT_ORIGINS as ORIGINS
+from explanations.text.gltr import DEFAULT_THRESHOLDS
 
 from .models import Study, StudyStatus, TaskType, Trial, TrialKind
 from .tasktypes import HUMAN_OR_MACHINE_SCALE
 
-#: GLTR's default rank buckets (top-10, top-100, top-1000, rest).
-DEFAULT_THRESHOLDS = (10, 100, 1000)
 GLTR_METHOD = "gltr"
-ORIGINS = ("human", "machine")
 
 
 def text_origin(item: Item) -> str | None:
@@ -46,14 +45,14 @@ def gltr_display_spans(lm, text: str, thresholds=DEFAULT_THRESHOLDS) -> list[dic
     return [{"text": span.text, "bucket": span.bucket} for span in result.spans]
 
 
-def build_text_study(study: Study, spec: dict, builder_cls, arms_build, lm_loader=None) -> None:
+def build_text_study(study: Study, spec: dict) -> None:
     """Fill ``study`` (saved here) and create its trials from a validated text spec.
 
     Raises:
         StudyDesignError: unknown dataset, a dataset that is not a text dataset, too few
             human or machine texts for the design, or an unknown method.
     """
-    from .design import NO_EXPLANATION, StudyDesignError
+    from .design import NO_EXPLANATION, StudyDesignError, arms_build, survey_trial_create
 
     dataset = Dataset.objects.filter(name=spec["dataset"]).first()
     if dataset is None:
@@ -113,14 +112,9 @@ def build_text_study(study: Study, spec: dict, builder_cls, arms_build, lm_loade
     needs_gltr = any(c["method"] == GLTR_METHOD for c in spec["conditions"])
     spans: dict[int, list[dict]] = {}
     if needs_gltr:
-        load = lm_loader
-        if load is None:
-            from explanations.text.lm import language_model_load
+        from explanations.text.lm import language_model_load
 
-            def load():
-                return language_model_load(None if spec["model"] == "smollm2" else spec["model"])
-
-        lm = load()
+        lm = language_model_load(None if spec["model"] == "smollm2" else spec["model"])
         for item in {i.pk: i for i in [*practice, *main]}.values():
             spans[item.pk] = gltr_display_spans(lm, item.text, thresholds)
     wording = {t["type"]: {k: v for k, v in t.items() if k != "type"} for t in spec["tasks"]}
@@ -180,7 +174,5 @@ def build_text_study(study: Study, spec: dict, builder_cls, arms_build, lm_loade
                     main[pos],
                     check=j,
                 )
-    builder = builder_cls.__new__(builder_cls)  # only its survey pages are needed
-    builder.study, builder.index = study, index
     for j, q in enumerate(spec["questionnaires"]):
-        builder.survey(100 + j, q)
+        survey_trial_create(study, index + j, 100 + j, q)

@@ -403,6 +403,48 @@ def _prepare(frame: pd.DataFrame, outcome: str, needed: list[str]) -> pd.DataFra
     return data
 
 
+def _formula_parts(formula: str) -> tuple[str, list[str]]:
+    """The outcome column and the predictor columns (``C(x)`` unwrapped) of a formula."""
+    from patsy import ModelDesc
+
+    desc = ModelDesc.from_formula(formula)
+    outcome = desc.lhs_termlist[0].factors[0].code
+    factors = sorted(
+        {f.code.removeprefix("C(").removesuffix(")") for t in desc.rhs_termlist for f in t.factors}
+    )
+    return outcome, factors
+
+
+def _not_fitted(method: str, formula: str, n: int, notes, fallback: str) -> ModelFit:
+    return ModelFit(
+        method,
+        formula,
+        pd.DataFrame(columns=_COEF_COLUMNS),
+        n,
+        warnings=tuple(notes),
+        fallback=fallback,
+    )
+
+
+def _plain_instead(
+    data: pd.DataFrame, formula: str, notes, fallback: str, random_effects=None
+) -> ModelFit:
+    """The plain logistic fit, reported in place of a mixed model that could not be."""
+    plain = logistic_regression(data, formula)
+    return ModelFit(
+        plain.method,
+        formula,
+        plain.coefficients,
+        plain.n,
+        random_effects=pd.DataFrame() if random_effects is None else random_effects,
+        warnings=(*notes, *plain.warnings),
+        fallback=fallback,
+    )
+
+
+_SEPARATED = "not fitted (infinite estimates); use the exact pairwise comparisons"
+
+
 def logistic_regression(
     frame: pd.DataFrame, formula: str = "is_correct ~ C(condition)"
 ) -> ModelFit:
@@ -416,41 +458,27 @@ def logistic_regression(
     Raises:
         ValueError: missing columns or a non-binary outcome.
     """
+    import statsmodels.api as sm
     import statsmodels.formula.api as smf
-    from patsy import ModelDesc
 
-    desc = ModelDesc.from_formula(formula)
-    outcome = desc.lhs_termlist[0].factors[0].code
-    factors = sorted(
-        {f.code.removeprefix("C(").removesuffix(")") for t in desc.rhs_termlist for f in t.factors}
-    )
+    outcome, factors = _formula_parts(formula)
     data = _prepare(frame, outcome, factors)
     notes = _separation(data, outcome, factors)
     if data[outcome].nunique() < 2:
         notes.append("every answer has the same outcome")
     if notes:
-        return ModelFit(
-            "logistic",
-            formula,
-            pd.DataFrame(columns=_COEF_COLUMNS),
-            len(data),
-            warnings=tuple(notes),
-            fallback="not fitted (infinite estimates); use the exact pairwise comparisons",
-        )
+        return _not_fitted("logistic", formula, len(data), notes, _SEPARATED)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            import statsmodels.api as sm
-
             fit = smf.glm(formula, data, family=sm.families.Binomial()).fit()
         except (np.linalg.LinAlgError, ValueError) as exc:
-            return ModelFit(
+            return _not_fitted(
                 "logistic",
                 formula,
-                pd.DataFrame(columns=_COEF_COLUMNS),
                 len(data),
-                warnings=(f"fit failed: {exc}",),
-                fallback="not fitted; use the exact pairwise comparisons",
+                [f"fit failed: {exc}"],
+                "not fitted; use the exact pairwise comparisons",
             )
     notes = [str(w.message) for w in caught if "converge" in str(w.message).lower()]
     coefficients = _coefficients(fit.params.index, fit.params.values, fit.bse.values)
@@ -483,36 +511,19 @@ def mixed_logistic_regression(
     Raises:
         ValueError: missing columns or a non-binary outcome.
     """
-    from patsy import ModelDesc
-
-    desc = ModelDesc.from_formula(formula)
-    outcome = desc.lhs_termlist[0].factors[0].code
-    factors = sorted(
-        {f.code.removeprefix("C(").removesuffix(")") for t in desc.rhs_termlist for f in t.factors}
-    )
+    outcome, factors = _formula_parts(formula)
     data = _prepare(frame, outcome, [*factors, *groups])
     notes = _separation(data, outcome, factors)
     if notes or data[outcome].nunique() < 2:
-        return ModelFit(
-            "mixed logistic (VB)",
-            formula,
-            pd.DataFrame(columns=_COEF_COLUMNS),
-            len(data),
-            warnings=tuple(notes or ["every answer has the same outcome"]),
-            fallback="not fitted (infinite estimates); use the exact pairwise comparisons",
-        )
+        notes = notes or ["every answer has the same outcome"]
+        return _not_fitted("mixed logistic (VB)", formula, len(data), notes, _SEPARATED)
     used = [g for g in groups if data[g].nunique() >= 2]
-    skipped = [g for g in groups if g not in used]
-    notes = [f"{g} has fewer than 2 levels: no random effect for it" for g in skipped]
+    notes = [
+        f"{g} has fewer than 2 levels: no random effect for it" for g in groups if g not in used
+    ]
     if not used:
-        fit = logistic_regression(data, formula)
-        return ModelFit(
-            fit.method,
-            formula,
-            fit.coefficients,
-            fit.n,
-            warnings=tuple(notes) + fit.warnings,
-            fallback="no grouping factor with 2+ levels: plain logistic regression",
+        return _plain_instead(
+            data, formula, notes, "no grouping factor with 2+ levels: plain logistic regression"
         )
     try:
         model = _mixed_model(data, formula, outcome, used)
@@ -522,33 +533,23 @@ def mixed_logistic_regression(
             # without a dense Hessian over every random effect, 5x faster at 10k answers.
             fit = model.fit_vb(fit_method="L-BFGS-B")
     except (np.linalg.LinAlgError, ValueError) as exc:
-        plain = logistic_regression(data, formula)
-        return ModelFit(
-            plain.method,
+        return _plain_instead(
+            data,
             formula,
-            plain.coefficients,
-            plain.n,
-            warnings=(*notes, f"mixed fit failed: {exc}", *plain.warnings),
-            fallback="mixed fit failed: plain logistic regression",
+            [*notes, f"mixed fit failed: {exc}"],
+            "mixed fit failed: plain logistic regression",
         )
     sd = np.exp(fit.vcp_mean)  # posterior mean of log SD -> SD
     random = pd.DataFrame(
         {"group": list(model.vcp_names), "sd": sd, "n_levels": [data[g].nunique() for g in used]}
     )
     if (sd < singular_sd).all():
-        plain = logistic_regression(data, formula)
-        return ModelFit(
-            plain.method,
+        return _plain_instead(
+            data,
             formula,
-            plain.coefficients,
-            plain.n,
+            [*notes, f"singular fit: every random-effect SD < {singular_sd}"],
+            "singular random effects: plain logistic regression (equal to it)",
             random_effects=random,
-            warnings=(
-                *notes,
-                f"singular fit: every random-effect SD < {singular_sd}",
-                *plain.warnings,
-            ),
-            fallback="singular random effects: plain logistic regression (equal to it)",
         )
     coefficients = _coefficients(model.fep_names, fit.fe_mean, fit.fe_sd)
     return ModelFit(

@@ -14,9 +14,8 @@ import hashlib
 from django.db import transaction
 
 from ..models import Dataset, Item
+from . import TEXT_ORIGINS as ORIGINS
 from .stimuli import StimulusSet
-
-ORIGINS = ("human", "machine")
 
 
 def text_dataset_import(*, stimuli: StimulusSet, name: str, owner=None) -> Dataset:

@@ -90,6 +90,8 @@ def test_runs_are_the_owners_only(study, researcher, client, monkeypatch):
     client.force_login(researcher)
     assert client.get(f"/r/studies/{study.slug}/report-runs/{run.pk}.html").status_code == 404
     assert client.get(f"/r/studies/{study.slug}/report-runs/").status_code == 400
+    bad = client.post(f"/r/studies/{study.slug}/report-runs/", {"mixed": "sometimes"})
+    assert bad.status_code == 400 and ReportRun.objects.count() == 1  # nothing created
 
 
 def test_the_report_task_is_routed_to_the_cpu_queue(settings):

@@ -69,7 +69,7 @@ def test_a_region_is_mapped_through_the_photos_centre_crop():
     assert (mask == expected).all()
 
 
-def test_participant_regions_are_pooled_by_majority(regions_study):
+def test_participant_regions_are_pooled_by_majority(regions_study, researcher, client):
     from studies.models import Participant, Response, Trial
 
     study = regions_study
@@ -96,6 +96,17 @@ def test_participant_regions_are_pooled_by_majority(regions_study):
     frame = study_shared_interest(study, source="participants")
     row = frame[(frame["method"] == "gradcam") & (frame["item"] == "r0")].iloc[0]
     assert row["annotators"] == 3 and row["iou"] == 1.0 and row["pattern"] == "human_aligned"
+    client.force_login(researcher)
+    png = client.get(
+        f"/r/studies/{study.slug}/shared-interest/{row['explanation_id']}.png",
+        {"source": "participants"},
+    )
+    outline = np.asarray(Image.open(io.BytesIO(png.content)))[:, :, :3].min(axis=2) == 255
+    assert outline[0, 2:9].all()  # the pooled region's top edge drawn in white
+    bad = client.get(
+        f"/r/studies/{study.slug}/shared-interest/{row['explanation_id']}.png", {"source": "x"}
+    )
+    assert bad.status_code == 400
 
 
 def test_the_page_filters_sorts_and_shows_thumbnails_to_the_owner_only(
