@@ -27,4 +27,5 @@ urlpatterns = [
     path("", include("studies.urls")),
     path("", include("explanations.urls")),
     path("", include("analysis.urls")),
+    path("", include("labeling.urls")),
 ]

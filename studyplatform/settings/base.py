@@ -40,6 +40,7 @@ INSTALLED_APPS = [
     "explanations",
     "studies",
     "analysis",
+    "labeling",
     "studyplatform",
 ]
 
@@ -218,6 +219,8 @@ CELERY_TASK_ROUTES = {
     "explanations.tasks.explanation_jobs_sweep_task": {"queue": "cpu"},
     "explanations.tasks.dataset_import_job_run_task": {"queue": "cpu"},
     "analysis.tasks.report_run_task": {"queue": "cpu"},
+    "labeling.tasks.training_run_task": {"queue": "cpu"},
+    "labeling.tasks.curation_project_build_task": {"queue": "cpu"},
 }
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_WORKER_LOST_WAIT = 2.0
