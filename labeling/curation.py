@@ -698,7 +698,7 @@ def project_agreement(project: CurationProject):
     (:func:`analysis.stats.agreement.krippendorff_alpha`); "remove" is one more category."""
     import pandas as pd
 
-    from analysis.stats.agreement import krippendorff_alpha
+    from analysis.stats.agreement import AgreementResult, krippendorff_alpha
 
     rows = []
     for entry_id, by_curator in standing_decisions(project).items():
@@ -706,6 +706,17 @@ def project_agreement(project: CurationProject):
             vote = _vote(decision)
             if vote is not None:
                 rows.append({"rater": curator_id, "unit": entry_id, "value": str(vote)})
+    if not rows:
+        return AgreementResult(
+            statistic="krippendorff_alpha",
+            value=None,
+            n_units=0,
+            n_raters=0,
+            n_pairable=0,
+            defined=False,
+            reason="no counted votes yet",
+            level="nominal",
+        )
     frame = pd.DataFrame(rows, columns=["rater", "unit", "value"])
     return krippendorff_alpha(frame, "nominal")
 

@@ -45,6 +45,7 @@ def dataset_import_idx(
     splits: tuple[str, ...] | None = None,
     limit: int | None = None,
     progress=None,
+    pairs: dict | None = None,
 ) -> ImportReport:
     """Import the standard IDX image/label pairs of ``directory`` into ``dataset``.
 
@@ -60,6 +61,8 @@ def dataset_import_idx(
         splits: the splits to import (default: all found).
         limit: at most this many items per split (the first ones), for trials.
         progress: ``progress(done, total)`` after each batch.
+        pairs: what :func:`labeling.idx.idx_dataset_read` returned for ``directory``, when the
+            caller already read it (to check the files before creating the dataset).
 
     Raises:
         labeling.idx.IdxError: a malformed or missing file (nothing is imported).
@@ -67,7 +70,7 @@ def dataset_import_idx(
     """
     from .idx import FASHION_MNIST_CLASSES, idx_dataset_read
 
-    pairs = idx_dataset_read(directory)
+    pairs = pairs if pairs is not None else idx_dataset_read(directory)
     if splits:
         unknown = set(splits) - set(pairs) - {"test"}
         if unknown:
@@ -309,7 +312,7 @@ def training_run_execute(*, run_id: int, echo=None) -> TrainingRun:
     """
     from explanations.services.registry import model_register
 
-    from .training import TrainConfig, cross_fit, predict, state_dict_save
+    from .training import SmallCNN, TrainConfig, cross_fit, predict, state_dict_save
 
     run = TrainingRun.objects.select_related("dataset", "label_version").get(pk=run_id)
     if run.is_finished:
@@ -373,21 +376,23 @@ def training_run_execute(*, run_id: int, echo=None) -> TrainingRun:
                 getattr(run, field).save(
                     f"run-{run.pk}-{field}.npy", ContentFile(buf.getvalue()), False
                 )
-            classifier = model_register(
-                name=f"{dataset.name} CNN (run {run.pk}, labels v{run.label_version.number})",
-                weights_path=weights,
-                class_names=names,
-                kind="factory",
-                architecture=config.factory,
-                input_size=config.input_size,
-                resize_policy="center-crop",
-                normalization={
-                    "mean": list(config.normalization_mean_255),
-                    "std": list(config.normalization_std_255),
-                },
-                target_layer=config.target_layer,
-                owner=run.requested_by,
-            )
+            classifier = None
+            if _factory_matches(config):
+                classifier = model_register(
+                    name=f"{dataset.name} CNN (run {run.pk}, labels v{run.label_version.number})",
+                    weights_path=weights,
+                    class_names=names,
+                    kind="factory",
+                    architecture=FACTORY,
+                    input_size=config.input_size,
+                    resize_policy="center-crop",
+                    normalization={
+                        "mean": list(config.normalization_mean_255),
+                        "std": list(config.normalization_std_255),
+                    },
+                    target_layer=SmallCNN.target_layer,
+                    owner=run.requested_by,
+                )
     except Exception as exc:  # recorded for the researcher; the worker goes on
         logger.exception("training run %s failed", run.pk)
         TrainingRun.objects.filter(pk=run.pk).update(
@@ -415,6 +420,23 @@ def training_run_execute(*, run_id: int, echo=None) -> TrainingRun:
     )
     run.refresh_from_db()
     return run
+
+
+FACTORY = "labeling.training.small_cnn"
+
+
+def _factory_matches(config) -> bool:
+    """Whether :data:`FACTORY` (called with ``num_classes`` only) builds the trained network:
+    the registered model (Grad-CAM, explanation jobs) needs the default width, embedding size
+    and grey input."""
+    from .training import TrainConfig
+
+    default = TrainConfig()
+    return (config.width, config.embedding_dim, config.grey) == (
+        default.width,
+        default.embedding_dim,
+        default.grey,
+    )
 
 
 def run_arrays(run: TrainingRun) -> dict[str, np.ndarray]:

@@ -60,6 +60,13 @@ def project_for(user, pk: int) -> CurationProject:
     return project
 
 
+def _int_or_404(value) -> int:
+    """A form's object id; anything but a whole number is a 404, never a 500."""
+    if value is None or not str(value).strip().isdigit():
+        raise Http404("no such object")
+    return int(value)
+
+
 def _is_owner(user, project: CurationProject) -> bool:
     return user.is_superuser or project.owner_id == user.pk
 
@@ -97,10 +104,12 @@ def labeling_home(request: HttpRequest) -> HttpResponse:
 @require_POST
 def run_start(request: HttpRequest) -> HttpResponse:
     """Start a training run on a dataset's label version (form on the home page)."""
-    dataset = get_object_or_404(Dataset, pk=request.POST.get("dataset"))
+    dataset = get_object_or_404(Dataset, pk=_int_or_404(request.POST.get("dataset")))
     version = None
     if request.POST.get("version"):
-        version = get_object_or_404(LabelVersion, pk=request.POST["version"], dataset=dataset)
+        version = get_object_or_404(
+            LabelVersion, pk=_int_or_404(request.POST["version"]), dataset=dataset
+        )
     config = {}
     for key in ("folds", "epochs"):
         value = request.POST.get(key, "").strip()
@@ -160,8 +169,10 @@ def run_detail(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def project_start(request: HttpRequest) -> HttpResponse:
     """Create a curation project on a finished run (form on the home page / run page)."""
-    run = get_object_or_404(TrainingRun, pk=request.POST.get("run"))
-    users = get_user_model().objects.filter(pk__in=request.POST.getlist("curators"))
+    run = get_object_or_404(TrainingRun, pk=_int_or_404(request.POST.get("run")))
+    users = get_user_model().objects.filter(
+        pk__in=[int(v) for v in request.POST.getlist("curators") if v.strip().isdigit()]
+    )
     try:
         overlap = int(request.POST.get("overlap", "1"))
         project = curation.curation_project_create(
@@ -216,15 +227,6 @@ def _precision_recall(confusion: list[list[int]]) -> list[dict]:
     ]
 
 
-def _agreement_or_none(project: CurationProject):
-    """Krippendorff's alpha of the project, or None before the first counted vote
-    (``krippendorff_alpha`` raises ValueError on an empty frame)."""
-    try:
-        return curation.project_agreement(project)
-    except ValueError:
-        return None
-
-
 @login_required
 def project_overview(request: HttpRequest, pk: int) -> HttpResponse:
     """Where the problems are: the 2-D projection with a lasso, the confusion matrix with
@@ -242,7 +244,7 @@ def project_overview(request: HttpRequest, pk: int) -> HttpResponse:
         "counts": curation.queue_counts(project, request.user, QueueFilter(status="all"))
         if project.is_ready
         else {},
-        "agreement": _agreement_or_none(project) if project.is_ready else None,
+        "agreement": curation.project_agreement(project) if project.is_ready else None,
         "throughput": curation.curator_throughput(project),
         "RunStatus": RunStatus,
     }
@@ -580,7 +582,9 @@ def versions_page(request: HttpRequest, dataset_pk: int) -> HttpResponse:
     dataset = get_object_or_404(Dataset, pk=dataset_pk)
     if request.method == "POST":
         upload = request.FILES.get("file")
-        base = get_object_or_404(LabelVersion, pk=request.POST.get("version"), dataset=dataset)
+        base = get_object_or_404(
+            LabelVersion, pk=_int_or_404(request.POST.get("version")), dataset=dataset
+        )
         if upload is None:
             messages.error(request, "choose a CSV or JSON file exported from a project")
         elif upload.size > 50 * 1024 * 1024:

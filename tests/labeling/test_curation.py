@@ -319,3 +319,15 @@ def test_throughput_counts_decisions_per_minute(project, curator):
         )
     stats = curation.curator_throughput(project)[curator.pk]
     assert stats["decisions"] == 3
+
+
+def test_export_and_agreement_before_any_counted_vote(project, curator):
+    """No decisions, or only "unsure": alpha is undefined with a reason, exports still work."""
+    assert curation.project_agreement(project).reason == "no counted votes yet"
+    assert json.loads(curation.export_json(project))["labels"] == []
+    curation.decision_record(
+        project=project, entry=_entry(project, 0), curator=curator, action="unsure"
+    )
+    payload = json.loads(curation.export_json(project))
+    assert payload["provenance"]["krippendorff_alpha"] is None
+    assert [r["outcome"] for r in payload["labels"]] == ["unsure"]

@@ -46,7 +46,11 @@ reason and does not stop the others; files already in the dataset (same name or 
 content) are skipped as duplicates, so running the same import twice is safe. The command
 exits non-zero only when the source itself cannot be read.
 
+  --idx      MNIST-style IDX files (LeCun et al.), as Fashion-MNIST ships them (Debian
+             package dataset-fashion-mnist); train-* becomes split "train", t10k-* "test".
+
 Examples:
+  python manage.py dataset_import --name fashion-mnist --idx /usr/share/datasets/fashion-mnist
   python manage.py dataset_import --name "Birds val" --folder /data/birds/val
   python manage.py dataset_import --name "Birds val" --manifest /data/birds/val.csv \\
       --classes birds.txt --description "CUB validation split" --owner alice
@@ -78,6 +82,20 @@ class Command(ExampleCommand):
         source.add_argument(
             "--zip", metavar="FILE", help="A .zip archive (ImageFolder tree or manifest inside)."
         )
+        source.add_argument(
+            "--idx",
+            metavar="DIR",
+            help=(
+                "A directory of MNIST-style IDX files (train-/t10k-images-idx3-ubyte[.gz] and "
+                "the matching -labels-idx1-ubyte), e.g. /usr/share/datasets/fashion-mnist."
+            ),
+        )
+        parser.add_argument(
+            "--limit",
+            type=int,
+            metavar="N",
+            help="--idx only: import at most the first N images of each split (for a trial).",
+        )
         parser.add_argument(
             "--classes",
             metavar="FILE",
@@ -108,6 +126,9 @@ class Command(ExampleCommand):
         )
 
     def handle(self, *args, **opts):
+        if opts["idx"]:
+            self._idx(opts)
+            return
         source_format, path = _source(opts)
         dataset = Dataset.objects.filter(name=opts["name"]).first()
         class_names = _label_space(opts["classes"], dataset)
@@ -151,6 +172,44 @@ class Command(ExampleCommand):
             for name, reason in skipped:
                 line = reason if reason.startswith(f"{name}: ") else f"{name}: {reason}"
                 self.stdout.write(self.style.WARNING(f"  {line}"))
+
+    def _idx(self, opts) -> None:
+        from labeling.idx import IdxError, idx_dataset_read
+        from labeling.services import LabelingError, dataset_import_idx
+
+        if opts["background"]:
+            raise CommandError("--idx imports inline (about a minute for 70,000 images)")
+        if opts["limit"] is not None and opts["limit"] < 1:
+            raise CommandError("--limit must be at least 1")
+        path = Path(opts["idx"]).expanduser()
+        try:
+            pairs = idx_dataset_read(path)  # read and check every file before creating anything
+        except (IdxError, OSError) as exc:
+            raise CommandError(f"cannot read IDX files in {path}: {exc}") from None
+        dataset = Dataset.objects.filter(name=opts["name"]).first()
+        class_names = _label_space(opts["classes"], dataset)
+        dataset = _dataset_ensure(opts, dataset, class_names, owner_get(opts["owner"]))
+        self.stdout.write(f"Importing IDX files from {path} into dataset {dataset.name!r}")
+        last = [0]
+
+        def progress(done: int, total: int) -> None:
+            if done - last[0] >= 10000 or done == total:
+                last[0] = done
+                self.stdout.write(f"  {done}/{total} images")
+
+        try:
+            report = dataset_import_idx(
+                dataset=dataset, directory=path, limit=opts["limit"], progress=progress, pairs=pairs
+            )
+        except (IdxError, LabelingError) as exc:
+            raise CommandError(str(exc)) from None
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"Dataset {dataset.name!r} (#{dataset.pk}): {len(report.imported)} imported, "
+                f"{len(report.duplicates)} duplicates skipped; the dataset now has "
+                f"{dataset.items.count()} items in {len(dataset.class_names)} classes"
+            )
+        )
 
     def _queue(self, opts, dataset, class_names, owner, source_format, path) -> None:
         broker_folders_ensure()
