@@ -44,6 +44,11 @@ PROJECTION_MAX = 3000
 ENTRY_BATCH = 2000
 REMOVED = "remove"
 FILTER_METHODS = ("confident_learning", "prune_by_noise_rate")
+# Cosine similarity of final-model embeddings above which two items count as near-duplicates.
+# On Fashion-MNIST (run of 60,000 items) 0.98 gave 6,392 pairs with different labels, mostly
+# ordinary Shirt/T-shirt look-alikes; 0.99 gives ~200, the pairs that look nearly the same.
+NEAR_DUPLICATE_THRESHOLD = 0.99
+NEAR_DUPLICATE_MAX_PAIRS = 500
 
 
 # --------------------------------------------------------------------------------------------
@@ -215,7 +220,10 @@ def curation_project_build(*, project_id: int) -> CurationProject:
         )
         pairs = class_pair_confusions(issues.joint, ctx.class_names)
         status("finding near-duplicates")
-        dups = near_duplicates(ctx.embeddings, ctx.labels)
+        dups = near_duplicates(ctx.embeddings, ctx.labels, threshold=NEAR_DUPLICATE_THRESHOLD)
+        dups = type(dups)(
+            dups.pairs[:NEAR_DUPLICATE_MAX_PAIRS], dups.similarity[:NEAR_DUPLICATE_MAX_PAIRS]
+        )
         types = issue_types(issues, pairs, dups)
         if project.scope == Scope.ALL:
             candidates = np.argsort(issues.score, kind="stable")

@@ -230,9 +230,12 @@ def _pixels(item: Item, size: int) -> np.ndarray:
     """The item as (size, size, 3) uint8 (central square crop, resized when needed)."""
     with item.image.open("rb") as fh:
         data = fh.read()
-    with Image.open(io.BytesIO(data)) as img:
-        if img.mode == "RGB" and img.size == (size, size):
-            return np.asarray(img, dtype=np.uint8)
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            if img.mode == "RGB" and img.size == (size, size):
+                return np.asarray(img, dtype=np.uint8)
+    except (OSError, ValueError):
+        pass  # image_decode below raises an error that names the item
     decoded = image_decode(data, name=item.name, max_pixels=settings.STUDYPLATFORM_MAX_IMAGE_PIXELS)
     return center_square_resize(decoded.pixels, size)
 

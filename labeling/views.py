@@ -13,6 +13,7 @@ import numpy as np
 from django.contrib import messages
 from django.contrib.admin.views.decorators import staff_member_required
 from django.contrib.auth import get_user_model
+from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
@@ -24,7 +25,7 @@ from django.http import (
     JsonResponse,
 )
 from django.shortcuts import get_object_or_404, redirect, render
-from django.urls import reverse
+from django.urls import reverse, reverse_lazy
 from django.views.decorators.http import require_POST
 
 from explanations.models import Dataset, Item
@@ -44,6 +45,18 @@ from .models import (
 from .services import LabelingError, label_version_initial, training_run_create
 
 SELECTION_KEY = "labeling-selection-{}"
+# Curators are ordinary accounts, not staff: they sign in here, not on the admin login page.
+curator_required = login_required(login_url=reverse_lazy("labeling-login"))
+
+
+class CuratorLoginView(auth_views.LoginView):
+    """Sign-in for curators (any active account); goes on to ``next`` or the project list."""
+
+    template_name = "labeling/login.html"
+    redirect_authenticated_user = True
+
+    def get_default_redirect_url(self):
+        return reverse("labeling-home")
 STRIP_ITEMS = 12
 
 
@@ -75,7 +88,7 @@ def _is_owner(user, project: CurationProject) -> bool:
 # Researcher pages
 
 
-@login_required
+@curator_required
 def labeling_home(request: HttpRequest) -> HttpResponse:
     """Datasets with their label versions and runs (staff), and the user's projects."""
     user = request.user
@@ -227,7 +240,7 @@ def _precision_recall(confusion: list[list[int]]) -> list[dict]:
     ]
 
 
-@login_required
+@curator_required
 def project_overview(request: HttpRequest, pk: int) -> HttpResponse:
     """Where the problems are: the 2-D projection with a lasso, the confusion matrix with
     per-class precision/recall (cells filter the queue), class pairs and per-class strips."""
@@ -251,7 +264,7 @@ def project_overview(request: HttpRequest, pk: int) -> HttpResponse:
     return render(request, "labeling/overview.html", context)
 
 
-@login_required
+@curator_required
 def project_status(request: HttpRequest, pk: int) -> JsonResponse:
     project = project_for(request.user, pk)
     return JsonResponse(
@@ -259,7 +272,7 @@ def project_status(request: HttpRequest, pk: int) -> JsonResponse:
     )
 
 
-@login_required
+@curator_required
 def project_projection(request: HttpRequest, pk: int) -> JsonResponse:
     """The projection points: ``{"item_ids", "x", "y", "label", "flagged", "queued",
     "class_names"}`` (x, y in [0, 1])."""
@@ -269,7 +282,7 @@ def project_projection(request: HttpRequest, pk: int) -> JsonResponse:
     return JsonResponse(data)
 
 
-@login_required
+@curator_required
 @require_POST
 def project_select(request: HttpRequest, pk: int) -> JsonResponse:
     """Put a lasso selection (``{"item_ids": [...]}``) into the queue and make it the
@@ -308,7 +321,7 @@ def _filter_from(request: HttpRequest, project: CurationProject) -> QueueFilter:
     return QueueFilter.from_query(request.GET, entries)
 
 
-@login_required
+@curator_required
 def queue_page(request: HttpRequest, pk: int) -> HttpResponse:
     """The keyboard-driven queue. The page loads entries as JSON and posts decisions."""
     project = project_for(request.user, pk)
@@ -373,7 +386,7 @@ def _entry_payload(project: CurationProject, assignment: Assignment) -> dict:
     }
 
 
-@login_required
+@curator_required
 def queue_next_json(request: HttpRequest, pk: int) -> JsonResponse:
     """The next entry of the curator's filtered queue (``after=<rank>`` to move on, or
     ``entry=<id>`` for one entry), with the counts; ``{"entry": null}`` when done."""
@@ -399,7 +412,7 @@ def queue_next_json(request: HttpRequest, pk: int) -> JsonResponse:
     return JsonResponse({**_entry_payload(project, assignment), "counts": counts})
 
 
-@login_required
+@curator_required
 @require_POST
 def decide(request: HttpRequest, pk: int) -> JsonResponse:
     """Record a decision: JSON ``{"entry", "action", "to_label"?, "expected"?, "shown"?,
@@ -431,7 +444,7 @@ def decide(request: HttpRequest, pk: int) -> JsonResponse:
     return JsonResponse({"decision": decision.pk, "action": decision.action, "created": created})
 
 
-@login_required
+@curator_required
 @require_POST
 def undo(request: HttpRequest, pk: int) -> JsonResponse:
     """Withdraw the curator's last decision; returns the entry to show again."""
@@ -442,7 +455,7 @@ def undo(request: HttpRequest, pk: int) -> JsonResponse:
     return JsonResponse({"undone": row.undoes_id, "entry": row.entry_id})
 
 
-@login_required
+@curator_required
 def item_image(request: HttpRequest, pk: int, item_pk: int) -> FileResponse:
     """An item of the project's run (the queue's images); 404 outside the project."""
     project = project_for(request.user, pk)
@@ -454,7 +467,7 @@ def item_image(request: HttpRequest, pk: int, item_pk: int) -> FileResponse:
     return response
 
 
-@login_required
+@curator_required
 def gradcam_png(request: HttpRequest, pk: int, entry_pk: int, target: int) -> HttpResponse:
     """Grad-CAM (Selvaraju et al., ICCV 2017) of the run's final model for one class over the
     item, computed on first request and cached; shown at 8x for 28-pixel images."""
@@ -500,7 +513,7 @@ def _gradcam_render(classifier, item: Item, target: int) -> bytes:
 # Bulk review, exports, versions
 
 
-@login_required
+@curator_required
 def pair_review(request: HttpRequest, pk: int, given: int, other: int) -> HttpResponse:
     """Bulk review of one confused class pair: every queued item given ``given`` and
     suggested ``other`` (and the reverse); select items and relabel or keep them at once."""
@@ -541,7 +554,7 @@ def pair_review(request: HttpRequest, pk: int, given: int, other: int) -> HttpRe
     return render(request, "labeling/pair.html", context)
 
 
-@login_required
+@curator_required
 def export(request: HttpRequest, pk: int, fmt: str) -> HttpResponse:
     """The corrected labels with provenance: ``fmt`` csv or json."""
     project = project_for(request.user, pk)
@@ -556,7 +569,7 @@ def export(request: HttpRequest, pk: int, fmt: str) -> HttpResponse:
     return response
 
 
-@login_required
+@curator_required
 @require_POST
 def apply_version(request: HttpRequest, pk: int) -> HttpResponse:
     """Turn the project's consensus into a new label version of the dataset (owner only)."""

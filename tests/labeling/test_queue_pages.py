@@ -126,3 +126,14 @@ def test_forms_with_non_numeric_ids_get_404_not_500(client, researcher, project)
     assert client.post("/label/projects/start/", {"run": ""}).status_code == 404
     url = f"/label/datasets/{project.dataset.pk}/versions/"
     assert client.post(url, {"version": "abc"}).status_code == 404
+
+
+def test_a_curator_signs_in_on_the_curation_login_page(client, project, curator):
+    queue = f"/label/projects/{project.pk}/queue/"
+    r = client.get(queue)
+    assert r.status_code == 302 and r["Location"].startswith("/label/login/?next=")
+    r = client.post(r["Location"], {"username": "curator", "password": "wrong", "next": queue})
+    assert r.status_code == 200 and "do not match" in r.content.decode()
+    r = client.post("/label/login/", {"username": "curator", "password": "pw-curator", "next": queue})
+    assert r.status_code == 302 and r["Location"] == queue
+    assert client.get(queue).status_code == 200
