@@ -57,6 +57,8 @@ class CuratorLoginView(auth_views.LoginView):
 
     def get_default_redirect_url(self):
         return reverse("labeling-home")
+
+
 STRIP_ITEMS = 12
 
 

@@ -156,7 +156,12 @@ def test_undo_withdraws_the_last_decision_and_keeps_both_rows(project, curator):
     assert Assignment.objects.get(entry=first, curator=curator).decision_id is None
     assert curation.decision_undo(project=project, curator=curator) is None
     assert list(Decision.objects.values_list("action", flat=True)) == [
-        "relabel", "relabel", "keep", "undo", "undo", "undo"
+        "relabel",
+        "relabel",
+        "keep",
+        "undo",
+        "undo",
+        "undo",
     ]
     assert Decision.objects.get(pk=a.pk).to_label == 1  # the log is untouched
 
@@ -235,9 +240,7 @@ def test_consensus_and_krippendorffs_alpha_by_hand(
     assert curation.project_agreement(project).value == pytest.approx(8 / 15)
 
 
-def test_export_apply_and_reimport_make_new_versions_and_keep_the_old(
-    project, curator, researcher
-):
+def test_export_apply_and_reimport_make_new_versions_and_keep_the_old(project, curator, researcher):
     curation.decision_record(
         project=project, entry=_entry(project, 0), curator=curator, action="relabel", to_label=1
     )

@@ -35,7 +35,7 @@ def test_next_json_shows_what_the_curator_needs(curator_client, project):
     assert p["entry"] == first.pk and p["given"] == {"index": 0, "name": "ant"}
     assert p["other"] == {"index": 1, "name": "bee"}
     assert [t["name"] for t in p["top3"]] == ["bee", "cat", "ant"]
-    assert p["gradcam"]["given"].endswith(f"/gradcam/0.png")
+    assert p["gradcam"]["given"].endswith("/gradcam/0.png")
     assert len(p["neighbours"]["given"]) == 4 and p["decision"] is None
     assert p["counts"] == {"total": 5, "decided": 0, "pending": 5}
     after = curator_client.get(f"/label/projects/{project.pk}/queue/next.json?after=0").json()
@@ -50,16 +50,26 @@ def test_decide_undo_and_a_stale_page(curator_client, project, curator):
     r = _post(
         curator_client,
         f"{url}/decide/",
-        {"entry": first.pk, "action": "relabel", "to_label": 1, "duration_ms": 850,
-         "shown": {"view": "queue", "rank": 0}},
+        {
+            "entry": first.pk,
+            "action": "relabel",
+            "to_label": 1,
+            "duration_ms": 850,
+            "shown": {"view": "queue", "rank": 0},
+        },
     )
     assert r.status_code == 200 and r.json()["created"] is True
     d = Decision.objects.get()
     assert (d.curator, d.to_label, d.duration_ms, d.shown["view"]) == (curator, 1, 850, "queue")
     # the same keypress delivered twice is one decision
-    assert _post(
-        curator_client, f"{url}/decide/", {"entry": first.pk, "action": "relabel", "to_label": 1}
-    ).json()["created"] is False
+    assert (
+        _post(
+            curator_client,
+            f"{url}/decide/",
+            {"entry": first.pk, "action": "relabel", "to_label": 1},
+        ).json()["created"]
+        is False
+    )
     # a second tab that still shows the undecided item cannot overwrite it silently
     stale = _post(curator_client, f"{url}/decide/", {"entry": first.pk, "action": "remove"})
     assert stale.status_code == 409 and Decision.objects.count() == 1
@@ -102,7 +112,9 @@ def test_outsiders_see_nothing_of_a_project(client, project, db):
     ):
         assert client.get(url).status_code == 404, url
     first = QueueEntry.objects.get(project=project, rank=0)
-    assert _post(client, f"{base}/decide/", {"entry": first.pk, "action": "keep"}).status_code == 404
+    assert (
+        _post(client, f"{base}/decide/", {"entry": first.pk, "action": "keep"}).status_code == 404
+    )
     client.logout()
     assert client.get(f"{base}/queue/").status_code == 302  # to the login page
 
@@ -115,9 +127,10 @@ def test_item_images_are_served_only_for_the_projects_dataset(curator_client, pr
     assert r.status_code == 200 and r["Content-Type"] == "image/png"
     other = Dataset.objects.create(name="other")
     stranger = Item.objects.create(dataset=other, name="s", sha256="f" * 64, width=1, height=1)
-    assert curator_client.get(
-        f"/label/projects/{project.pk}/items/{stranger.pk}.png"
-    ).status_code == 404
+    assert (
+        curator_client.get(f"/label/projects/{project.pk}/items/{stranger.pk}.png").status_code
+        == 404
+    )
 
 
 def test_forms_with_non_numeric_ids_get_404_not_500(client, researcher, project):
@@ -134,6 +147,8 @@ def test_a_curator_signs_in_on_the_curation_login_page(client, project, curator)
     assert r.status_code == 302 and r["Location"].startswith("/label/login/?next=")
     r = client.post(r["Location"], {"username": "curator", "password": "wrong", "next": queue})
     assert r.status_code == 200 and "do not match" in r.content.decode()
-    r = client.post("/label/login/", {"username": "curator", "password": "pw-curator", "next": queue})
+    r = client.post(
+        "/label/login/", {"username": "curator", "password": "pw-curator", "next": queue}
+    )
     assert r.status_code == 302 and r["Location"] == queue
     assert client.get(queue).status_code == 200
