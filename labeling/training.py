@@ -243,12 +243,12 @@ class TrainConfig:
     @property
     def normalization_mean_255(self) -> list[float]:
         """Per-channel mean in 0-255 units, for ``ClassifierModel.normalization_mean``."""
-        return [self.mean * 255.0] * 3
+        return [round(self.mean * 255.0, 6)] * 3
 
     @property
     def normalization_std_255(self) -> list[float]:
         """Per-channel std in 0-255 units, for ``ClassifierModel.normalization_std``."""
-        return [self.std * 255.0] * 3
+        return [round(self.std * 255.0, 6)] * 3
 
     def as_dict(self) -> dict:
         return {f.name: getattr(self, f.name) for f in fields(self)}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import threading
 
 import numpy as np
 from django.contrib import messages
@@ -45,6 +46,7 @@ from .models import (
 from .services import LabelingError, label_version_initial, training_run_create
 
 SELECTION_KEY = "labeling-selection-{}"
+_GRADCAM_LOCK = threading.Lock()
 # Curators are ordinary accounts, not staff: they sign in here, not on the admin login page.
 curator_required = login_required(login_url=reverse_lazy("labeling-login"))
 
@@ -483,9 +485,13 @@ def gradcam_png(request: HttpRequest, pk: int, entry_pk: int, target: int) -> Ht
         raise Http404("the run registered no model")
     name = f"labeling/gradcam/run-{project.run_id}/{entry.item_id}-{target}.png"
     if not default_storage.exists(name):
-        png = _gradcam_render(classifier, entry.item, target)
-        if not default_storage.exists(name):
-            default_storage.save(name, ContentFile(png))
+        # One render at a time per process: the network is shared (classifier_load caches it)
+        # and Captum's layer hooks on it would catch another thread's forward pass
+        # ("differentiated Tensor ... not used in the graph", a 500 under runserver's threads).
+        with _GRADCAM_LOCK:
+            if not default_storage.exists(name):
+                png = _gradcam_render(classifier, entry.item, target)
+                default_storage.save(name, ContentFile(png))
     response = FileResponse(default_storage.open(name, "rb"), content_type="image/png")
     response["Cache-Control"] = "private, max-age=86400"
     return response
