@@ -13,7 +13,12 @@ from tests.labeling.conftest import (  # noqa: F401  (fixtures)
 )
 
 
-def test_a_curator_works_the_queue_with_the_keyboard(page: Page, live_server, project, curator):
+def test_a_curator_works_the_queue_with_the_keyboard(
+    page: Page,
+    live_server,
+    project,  # noqa: F811 (the fixture imported above)
+    curator,  # noqa: F811
+):
     page.goto(f"{live_server.url}/label/projects/{project.pk}/queue/")
     page.fill("#id_username", "curator")
     page.fill("#id_password", "pw-curator")
