@@ -469,3 +469,24 @@ def test_issue_types_on_a_noisy_set():
     assert ((types[members] == "near_duplicate") == ~issues.mask[members]).all()
     assert (types[issues.mask] != "").all() and (types[~issues.mask] != "systematic").all()
     assert (types == "systematic").sum() == 853 and (types == "individual").sum() == 323
+
+
+def test_confident_learning_never_flags_an_item_whose_label_is_the_models_top_class():
+    """Item 0 is labelled 0 with p = (0.45, 0.40, 0.15): class 0 misses its threshold (0.81)
+    and class 1 reaches its low one (0.37), so the confident joint counts it as class 1; but
+    the model's most probable class is its label, so it is not flagged (as in cleanlab)."""
+    from labeling.quality import find_label_issues
+
+    probs = np.array(
+        [[0.45, 0.40, 0.15]]
+        + [[0.9, 0.05, 0.05]] * 4
+        + [[0.30, 0.35, 0.35]] * 2
+        + [[0.25, 0.40, 0.35]] * 2
+        + [[0.05, 0.05, 0.9]] * 3
+    )
+    labels = np.array([0] * 5 + [1] * 4 + [2] * 3)
+    issues = find_label_issues(labels, probs)
+    assert issues.thresholds[0] == pytest.approx(0.81)
+    assert issues.thresholds[1] == pytest.approx(0.375)
+    assert issues.suggested[0] == 1 and not issues.mask[0]
+    assert not issues.mask.any()
