@@ -575,7 +575,7 @@ def decision_undo(*, project: CurationProject, curator) -> Decision | None:
     row, or None when there is nothing to undo."""
     with transaction.atomic():
         last = (
-            Assignment.objects.select_for_update()
+            Assignment.objects.select_for_update(of=("self",))
             .filter(entry__project=project, curator=curator, decision__isnull=False)
             .select_related("decision")
             .order_by("-decision_id")
