@@ -671,7 +671,8 @@ def _vote(decision: Decision):
 @dataclass
 class Consensus:
     """One entry's outcome: ``label`` (int, :data:`REMOVED`, or None = no consensus),
-    ``votes`` {curator id: vote}, ``status`` "agreed", "disputed", "unsure" or "pending"."""
+    ``votes`` {curator id: vote}, ``status`` "agreed", "partial" (not every assigned curator
+    has decided), "disputed", "unsure" or "pending"."""
 
     entry: QueueEntry
     label: int | str | None
@@ -680,15 +681,25 @@ class Consensus:
 
 
 def project_consensus(project: CurationProject) -> list[Consensus]:
-    """Majority of the curators' standing votes per entry (unsure votes do not count); a tie
-    between the top votes is "disputed" and changes nothing."""
+    """Majority of the curators' standing votes per entry (unsure votes do not count).
+
+    An entry counts as "agreed" only when every curator it is assigned to has decided (with
+    overlap 2, one vote is "partial" and changes nothing yet); a tie between the top votes is
+    "disputed" and changes nothing.
+    """
     standing = standing_decisions(project)
+    assigned = Counter(
+        Assignment.objects.filter(entry__project=project).values_list("entry_id", flat=True)
+    )
     out = []
     for entry in QueueEntry.objects.filter(project=project).select_related("item").order_by("rank"):
         votes = {c: _vote(d) for c, d in standing.get(entry.pk, {}).items()}
         counted = Counter(v for v in votes.values() if v is not None)
         if not votes:
             out.append(Consensus(entry, None, votes, "pending"))
+            continue
+        if len(votes) < assigned[entry.pk]:
+            out.append(Consensus(entry, None, votes, "partial"))
             continue
         if not counted:
             out.append(Consensus(entry, None, votes, "unsure"))
@@ -746,14 +757,24 @@ EXPORT_COLUMNS = [
 ]
 
 
-def export_rows(project: CurationProject) -> list[dict]:
-    """One row per queue entry with a consensus or any vote (see :data:`EXPORT_COLUMNS`)."""
+def export_rows(project: CurationProject, *, votes_as_text: bool = True) -> list[dict]:
+    """One row per queue entry with any vote (see :data:`EXPORT_COLUMNS`): ``votes`` maps
+    curator usernames to their vote (a class index or "remove"; unsure = null), as JSON text
+    for CSV; ``rank`` is 1-based as the queue shows it."""
+    from django.contrib.auth import get_user_model
+
     names = project.dataset.class_names or []
+    usernames = dict(
+        get_user_model()
+        .objects.filter(pk__in=Assignment.objects.filter(entry__project=project).values("curator"))
+        .values_list("pk", "username")
+    )
     rows = []
     for c in project_consensus(project):
         if c.status == "pending":
             continue
         e = c.entry
+        votes = {usernames.get(k, str(k)): v for k, v in sorted(c.votes.items())}
         new = c.label if c.status == "agreed" else e.given_label
         outcome = (
             "removed"
@@ -774,9 +795,9 @@ def export_rows(project: CurationProject) -> list[dict]:
                 "new_label": "" if new == REMOVED else new,
                 "new_label_name": "" if new == REMOVED else names[new] if new < len(names) else "",
                 "outcome": outcome,
-                "votes": json.dumps({str(k): v for k, v in sorted(c.votes.items())}),
+                "votes": json.dumps(votes) if votes_as_text else votes,
                 "curators": len(c.votes),
-                "rank": e.rank,
+                "rank": e.rank + 1,
                 "score": round(e.score, 6),
                 "issue_type": e.issue_type,
             }
@@ -814,7 +835,11 @@ def export_csv(project: CurationProject) -> str:
 
 def export_json(project: CurationProject) -> str:
     return json.dumps(
-        {"provenance": export_provenance(project), "labels": export_rows(project)}, indent=1
+        {
+            "provenance": export_provenance(project),
+            "labels": export_rows(project, votes_as_text=False),
+        },
+        indent=1,
     )
 
 

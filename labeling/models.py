@@ -34,7 +34,9 @@ class LabelVersion(models.Model):
     )
     note = models.TextField(blank=True)
     provenance = models.JSONField(default=dict, blank=True)
-    changed = models.PositiveIntegerField(default=0, help_text="Labels that differ from parent.")
+    changed = models.PositiveIntegerField(
+        default=0, help_text="Items relabelled relative to the parent (removals not counted)."
+    )
     removed = models.PositiveIntegerField(default=0, help_text="Items without a label here.")
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"

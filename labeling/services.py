@@ -211,7 +211,7 @@ def label_version_create(
             source=source,
             note=note,
             provenance=provenance or {},
-            changed=len(changed),
+            changed=sum(v is not None for v in changed.values()),
             removed=sum(v is None for v in labels.values()),
             created_by=user,
         )
@@ -262,6 +262,9 @@ def training_run_create(
 ) -> TrainingRun:
     """Record a training run and send it to the ``cpu`` queue once the transaction commits.
 
+    ``version`` defaults to the dataset's newest label version (after a curation, the
+    corrected labels).
+
     Raises:
         LabelingError: an image-less dataset, a version of another dataset, too few items,
             or an unknown config key.
@@ -270,7 +273,9 @@ def training_run_create(
 
     if dataset.modality != "image":
         raise LabelingError("training runs need an image dataset")
-    version = version or label_version_initial(dataset)
+    if version is None:
+        label_version_initial(dataset)
+        version = dataset.label_versions.order_by("-number").first()
     if version.dataset_id != dataset.pk:
         raise LabelingError(f"{version} belongs to another dataset")
     known = set(TrainConfig.__dataclass_fields__)

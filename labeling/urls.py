@@ -7,6 +7,11 @@ from . import views
 urlpatterns = [
     path("label/", views.labeling_home, name="labeling-home"),
     path("label/login/", views.CuratorLoginView.as_view(), name="labeling-login"),
+    path(
+        "label/logout/",
+        views.auth_views.LogoutView.as_view(next_page="labeling-login"),
+        name="labeling-logout",
+    ),
     path("label/runs/start/", views.run_start, name="labeling-run-start"),
     path("label/runs/<int:pk>/", views.run_detail, name="labeling-run"),
     path("label/projects/start/", views.project_start, name="labeling-project-start"),

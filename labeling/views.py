@@ -28,6 +28,7 @@ from django.http import (
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse, reverse_lazy
 from django.views.decorators.http import require_POST
+from PIL import Image
 
 from explanations.models import Dataset, Item
 
@@ -341,10 +342,27 @@ def queue_page(request: HttpRequest, pk: int) -> HttpResponse:
             for i, n in enumerate(names)
         ],
         "filter": flt,
+        "filter_names": _filter_names(flt, names),
+        "unsure_count": curation.assignments_for(
+            project, request.user, QueueFilter(status="unsure")
+        ).count(),
         "filter_query": request.GET.urlencode(),
         "counts": curation.queue_counts(project, request.user, flt),
     }
     return render(request, "labeling/queue.html", context)
+
+
+def _filter_names(flt: QueueFilter, names: list[str]) -> dict:
+    """Class names for the filter description ("given Shirt, model says T-shirt/top")."""
+
+    def name(k: int) -> str:
+        return names[k] if 0 <= k < len(names) else f"class {k}"
+
+    return {
+        "cell": [name(k) for k in flt.cell] if flt.cell else None,
+        "pair": [name(k) for k in flt.pair] if flt.pair else None,
+        "given": name(flt.given) if flt.given is not None else None,
+    }
 
 
 def _entry_payload(project: CurationProject, assignment: Assignment) -> dict:
@@ -364,7 +382,7 @@ def _entry_payload(project: CurationProject, assignment: Assignment) -> dict:
     return {
         "entry": entry.pk,
         "rank": entry.rank,
-        "score": round(entry.score, 4),
+        "score": float(f"{entry.score:.4g}"),
         "issue_type": entry.issue_type,
         "flagged": entry.flagged,
         "image": img(entry.item_id),
@@ -514,7 +532,24 @@ def _gradcam_render(classifier, item: Item, target: int) -> bytes:
     if scale > 1:
         pixels = np.kron(pixels, np.ones((scale, scale, 1), dtype=np.uint8))
         saliency = np.kron(saliency, np.ones((scale, scale)))
+    if result.degenerate and result.degenerate[0]:
+        return _no_evidence_png(pixels)
     return rendering.to_png_bytes(rendering.overlay(pixels, saliency, alpha=0.45))
+
+
+def _no_evidence_png(pixels: np.ndarray) -> bytes:
+    """The item, dimmed, with a caption: Grad-CAM found no positive evidence for the class
+    (an all-zero map after the ReLU), which a plain colour map would show as a flat colour."""
+    from PIL import ImageDraw
+
+    image = Image.fromarray((pixels.astype(np.float32) * 0.35).astype(np.uint8))
+    draw = ImageDraw.Draw(image)
+    w, h = image.size
+    draw.rectangle([0, h - 40, w, h], fill=(250, 250, 250))
+    draw.text((8, h - 34), "No positive Grad-CAM\nevidence for this class", fill=(20, 20, 20))
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return buf.getvalue()
 
 
 # --------------------------------------------------------------------------------------------

@@ -234,6 +234,12 @@ def test_consensus_and_krippendorffs_alpha_by_hand(
     by_entry = {c.entry.pk: c for c in curation.project_consensus(project)}
     assert (by_entry[e[0].pk].status, by_entry[e[0].pk].label) == ("agreed", 1)
     assert by_entry[e[2].pk].status == "disputed" and by_entry[e[2].pk].label is None
+    # one of the two assigned curators has voted: partial, nothing changes yet
+    assert by_entry[_entry(project, 20).pk].status == "partial"
+    curation.decision_record(
+        project=project, entry=_entry(project, 20), curator=second_curator, action="unsure"
+    )
+    by_entry = {c.entry.pk: c for c in curation.project_consensus(project)}
     assert by_entry[_entry(project, 20).pk].status == "unsure"
     # Coincidences: o(bee,bee)=2, o(cat,cat)=4, o(bee,cat)=o(cat,bee)=1; n_bee=3, n_cat=5, n=8.
     # alpha = 1 - (n - 1) * (o_bc + o_cb) / (2 * n_bee * n_cat) = 1 - 7 * 2 / 30 = 8/15.
@@ -257,12 +263,13 @@ def test_export_apply_and_reimport_make_new_versions_and_keep_the_old(project, c
         ("train-00002", "kept", "0"),
     ]
     payload = json.loads(curation.export_json(project))
+    assert payload["labels"][0]["votes"] == {"curator": 1} and payload["labels"][0]["rank"] == 1
     assert payload["provenance"]["base_label_version"] == 1
     assert payload["provenance"]["decisions_logged"] == 3
     v1 = project.label_version
     before = version_labels(v1)
     v2 = curation.label_version_from_project(project=project, user=researcher)
-    assert (v2.number, v2.parent_id, v2.changed, v2.removed) == (2, v1.pk, 2, 1)
+    assert (v2.number, v2.parent_id, v2.changed, v2.removed) == (2, v1.pk, 1, 1)
     items = list(project.dataset.items.order_by("pk"))
     labels2 = version_labels(v2)
     assert labels2[items[0].pk] == 1 and labels2[items[1].pk] is None and labels2[items[2].pk] == 0

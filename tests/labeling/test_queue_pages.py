@@ -152,3 +152,6 @@ def test_a_curator_signs_in_on_the_curation_login_page(client, project, curator)
     )
     assert r.status_code == 302 and r["Location"] == queue
     assert client.get(queue).status_code == 200
+    r = client.post("/label/logout/")
+    assert r.status_code == 302 and r["Location"] == "/label/login/"
+    assert client.get(queue).status_code == 302

@@ -9,6 +9,7 @@ import struct
 
 import numpy as np
 import pytest
+from django.contrib.auth import get_user_model
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.core.management import CommandError, call_command
@@ -170,5 +171,21 @@ def test_label_train_and_curate_commands(small_dataset, researcher, curator):
     assert "30 in the queue" in out.getvalue()
     with pytest.raises(CommandError, match="no user"):
         call_command("curate", str(run.pk), "--owner", "researcher", "--curators", "ghost")
+    out = io.StringIO()
+    call_command(
+        "curate",
+        str(run.pk),
+        "--owner",
+        "researcher",
+        "--curators",
+        "ghost,curator",
+        "--overlap",
+        "2",
+        "--create-curators",
+        stdout=out,
+    )
+    assert "created curator 'ghost', password" in out.getvalue()
+    ghost = get_user_model().objects.get(username="ghost")
+    assert not ghost.is_staff and ghost.has_usable_password()
     with pytest.raises(CommandError, match="no dataset"):
         call_command("label_train", "ghost")

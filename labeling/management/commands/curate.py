@@ -7,6 +7,8 @@ confusions and the queue's address.
 
 from __future__ import annotations
 
+import secrets
+
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
@@ -32,6 +34,12 @@ class Command(BaseCommand):
         parser.add_argument("--name", default="", help="Project name.")
         parser.add_argument("--owner", required=True, help="Username of the owning researcher.")
         parser.add_argument("--curators", default="", help="Comma-separated usernames.")
+        parser.add_argument(
+            "--create-curators",
+            action="store_true",
+            help="Create curator accounts that do not exist yet (not staff) and print their "
+            "new passwords; they sign in at /label/login/.",
+        )
         parser.add_argument("--overlap", type=int, default=1, help="Curators per item.")
         parser.add_argument("--score", choices=Score.values, default=Score.SELF_CONFIDENCE)
         parser.add_argument("--method", choices=FILTER_METHODS, default=FILTER_METHODS[0])
@@ -49,8 +57,14 @@ class Command(BaseCommand):
         names = [n.strip() for n in opts["curators"].split(",") if n.strip()]
         curators = list(User.objects.filter(username__in=names))
         missing = sorted(set(names) - {u.username for u in curators})
-        if missing:
-            raise CommandError(f"--curators: no user(s) named {missing}")
+        if missing and not opts["create_curators"]:
+            raise CommandError(
+                f"--curators: no user(s) named {missing} (add --create-curators to create them)"
+            )
+        for username in missing:
+            password = secrets.token_urlsafe(9)
+            curators.append(User.objects.create_user(username, password=password))
+            self.stdout.write(f"  created curator {username!r}, password {password!r}")
         try:
             project = curation_project_create(
                 run=run,

@@ -28,7 +28,7 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("dataset", help="Dataset name.")
         parser.add_argument(
-            "--labels", type=int, metavar="N", help="Label version number (default 1)."
+            "--labels", type=int, metavar="N", help="Label version number (default: the newest)."
         )
         parser.add_argument("--folds", type=int, help="K of the K-fold split (default 3).")
         parser.add_argument("--epochs", type=int, help="Epochs per model (default 3).")
