@@ -392,6 +392,10 @@ def selection_add(*, project: CurationProject, item_ids: list[int]) -> list[int]
                 )
             created = QueueEntry.objects.bulk_create(entries)
             _assign(project, created, sorted(project.curators.all(), key=lambda u: u.pk))
+            summary = dict(project.summary or {})
+            summary["entries"] = summary.get("entries", 0) + len(created)
+            summary["selected"] = summary.get("selected", 0) + len(created)
+            CurationProject.objects.filter(pk=project.pk).update(summary=summary)
         have.update({e.item_id: e.pk for e in created})
     return [have[i] for i in wanted]
 

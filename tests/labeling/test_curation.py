@@ -309,6 +309,8 @@ def test_a_lasso_selection_adds_items_to_the_end_of_the_queue(project, curator):
     assert ids[0] == _entry(project, 0).pk
     added = QueueEntry.objects.get(pk=ids[1])
     assert added.rank == 5 and added.issue_type == "selected" and not added.flagged
+    project.refresh_from_db()
+    assert project.summary["entries"] == 6 and project.summary["selected"] == 1
     assert Assignment.objects.filter(entry=added, curator=curator).exists()
     with pytest.raises(LabelingError, match="not in training run"):
         curation.selection_add(project=project, item_ids=[10**9])
