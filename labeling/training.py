@@ -75,6 +75,29 @@ class WeightsError(ValueError):
     dict that does not match the architecture."""
 
 
+def input_channels(x: torch.Tensor, grey: bool) -> torch.Tensor:
+    """The channels a network's first convolution sees.
+
+    Args:
+        x: float32 ``(N, 3, S, S)`` normalised RGB, or ``(N, 1, S, S)`` when ``grey``.
+        grey: True: the fixed mean of the 3 channels, ``(N, 1, S, S)``; False: ``x`` as is.
+
+    Raises:
+        ValueError: not 4-D, or a channel count the setting does not accept.
+    """
+    if x.ndim != 4:
+        raise ValueError(f"input must be (N, C, S, S), got shape {tuple(x.shape)}")
+    if grey:
+        if x.shape[1] == 3:
+            return x.mean(dim=1, keepdim=True)
+        if x.shape[1] == 1:
+            return x
+    elif x.shape[1] == 3:
+        return x
+    want = "1 or 3" if grey else "3"
+    raise ValueError(f"input must have {want} channels, got {x.shape[1]}")
+
+
 class SmallCNN(nn.Module):
     """Two conv blocks and a hidden layer; ~0.2 M parameters at width 16, 10 classes.
 
@@ -155,17 +178,7 @@ class SmallCNN(nn.Module):
         self.classifier = nn.Linear(embedding_dim, num_classes)
 
     def _channels(self, x: torch.Tensor) -> torch.Tensor:
-        if x.ndim != 4:
-            raise ValueError(f"input must be (N, C, S, S), got shape {tuple(x.shape)}")
-        if self.grey:
-            if x.shape[1] == 3:
-                return x.mean(dim=1, keepdim=True)
-            if x.shape[1] == 1:
-                return x
-        elif x.shape[1] == 3:
-            return x
-        want = "1 or 3" if self.grey else "3"
-        raise ValueError(f"input must have {want} channels, got {x.shape[1]}")
+        return input_channels(x, self.grey)
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Penultimate features, float32 ``(N, D)`` (>= 0, after ReLU).
@@ -599,10 +612,6 @@ def state_dict_save(model: nn.Module, path: str | Path) -> Path:
     Returns:
         ``path`` as a :class:`~pathlib.Path`.
     """
-    from safetensors.torch import save_file
-
-    path = Path(path)
-    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     metadata = {"format": "pt"}
     if isinstance(model, SmallCNN):
         metadata.update(
@@ -615,6 +624,21 @@ def state_dict_save(model: nn.Module, path: str | Path) -> Path:
             mean=repr(model.mean),
             std=repr(model.std),
         )
+    return safetensors_write(model, path, metadata)
+
+
+def safetensors_write(model: nn.Module, path: str | Path, metadata: dict[str, str]) -> Path:
+    """Write ``model``'s state dict (CPU, contiguous) to ``path`` as safetensors, atomically:
+    a temporary file in the same folder replaces ``path`` (``os.replace``), so readers never
+    see a half-written file; ``metadata`` (str -> str) goes into the header.
+
+    Raises:
+        OSError: the folder is not writable (the temporary file is removed).
+    """
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:

@@ -40,8 +40,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -65,6 +63,7 @@ from labeling.training import (
     _one_cycle,
     _steps,
     _to_input,
+    safetensors_write,
 )
 
 __all__ = [
@@ -903,11 +902,8 @@ def cbm_save(model: ConceptBottleneckModel, path: str | Path) -> Path:
     """Write the model's state dict to a safetensors file, atomically, with the concept and
     class names and the backbone's constructor arguments in the metadata (what
     :func:`cbm_load` needs)."""
-    from safetensors.torch import save_file
-
     path = Path(path)
     net = model.concept_net
-    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     metadata = {
         "format": "pt",
         "factory": "explanations.concepts.cbm.ConceptBottleneckModel",
@@ -920,15 +916,7 @@ def cbm_save(model: ConceptBottleneckModel, path: str | Path) -> Path:
         "mean": repr(net.mean),
         "std": repr(net.std),
     }
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return safetensors_write(model, path, metadata)
 
 
 def cbm_load(path: str | Path) -> ConceptBottleneckModel:

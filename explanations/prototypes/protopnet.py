@@ -61,8 +61,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from collections import OrderedDict
 from dataclasses import dataclass, field, fields
 from functools import partial
@@ -85,6 +83,8 @@ from labeling.training import (
     _one_cycle,
     _steps,
     _to_input,
+    input_channels,
+    safetensors_write,
 )
 
 __all__ = [
@@ -234,17 +234,7 @@ class ProtoPNet(nn.Module):
         self.last_layer.weight.copy_(positive + incorrect * (1.0 - positive))
 
     def _channels(self, x: torch.Tensor) -> torch.Tensor:
-        if x.ndim != 4:
-            raise ValueError(f"input must be (N, C, S, S), got shape {tuple(x.shape)}")
-        if self.grey:
-            if x.shape[1] == 3:
-                return x.mean(dim=1, keepdim=True)
-            if x.shape[1] == 1:
-                return x
-        elif x.shape[1] == 3:
-            return x
-        want = "1 or 3" if self.grey else "3"
-        raise ValueError(f"input must have {want} channels, got {x.shape[1]}")
+        return input_channels(x, self.grey)
 
     def latent(self, x: torch.Tensor) -> torch.Tensor:
         """z = add_on(features(x)), float32 ``(N, D, H, W)`` in [0, 1]."""
@@ -874,25 +864,15 @@ def explain(
 def protopnet_save(model: ProtoPNet, path: str | Path) -> Path:
     """Write the state dict (incl. ``prototype_source``) to a safetensors file, atomically, with
     the constructor arguments as JSON in the metadata."""
-    from safetensors.torch import save_file
 
     _check_model(model)
     path = Path(path)
-    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     metadata = {
         "format": "pt",
         "architecture": _ARCHITECTURE,
         "init_kwargs": json.dumps(model.init_kwargs(), sort_keys=True),
     }
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return safetensors_write(model, path, metadata)
 
 
 def protopnet_load(path: str | Path) -> ProtoPNet:
