@@ -183,6 +183,37 @@ def torchscript_load(path: str | Path) -> nn.Module:
         raise CheckpointError(f"{path.name}: not a TorchScript archive ({first})") from None
 
 
+#: Kinds whose safetensors file records its own constructor arguments: kind -> loader.
+SELF_DESCRIBING = {
+    "protopnet": "explanations.prototypes.protopnet:protopnet_load",
+    "cbm": "explanations.concepts.cbm:cbm_load",
+}
+
+
+def self_describing_load(kind: str, weights_path: str | Path) -> nn.Module:
+    """Rebuild a ProtoPNet or a concept-bottleneck model from its safetensors file alone
+    (eval mode, CPU). Nothing is unpickled.
+
+    Raises:
+        CheckpointError: unknown kind, or the file is missing, not safetensors, or not a model
+            of that kind (the loader's message says which).
+    """
+    if kind not in SELF_DESCRIBING:
+        raise CheckpointError(
+            f"unknown self-describing kind {kind!r}; use {sorted(SELF_DESCRIBING)}"
+        )
+    from labeling.training import WeightsError
+
+    loader = factory_resolve(SELF_DESCRIBING[kind])
+    try:
+        model = loader(weights_path)
+    except (WeightsError, ValueError, KeyError) as exc:
+        name = Path(weights_path).name
+        raise CheckpointError(f"{name}: not a {kind} model file: {exc}") from None
+    model.eval()
+    return model
+
+
 def model_build(
     architecture: str, weights_path: str | Path, num_classes: int, *, kind: str = "builtin"
 ) -> nn.Module:
@@ -194,7 +225,9 @@ def model_build(
         weights_path: state dict (safetensors or ``torch.save``, loaded with
             ``weights_only=True``), or the TorchScript archive.
         num_classes: passed to factories that take ``num_classes``.
-        kind: "builtin", "factory" or "torchscript".
+        kind: "builtin", "factory", "torchscript", or a self-describing kind of
+            :data:`SELF_DESCRIBING` ("protopnet", "cbm": the safetensors file carries the
+            constructor arguments; ``architecture`` and ``num_classes`` are not used).
 
     Raises:
         CheckpointError: unknown architecture or kind, factory problems, or the state dict does
@@ -204,6 +237,8 @@ def model_build(
         model = torchscript_load(weights_path)
         model.eval()
         return model
+    if kind in SELF_DESCRIBING:
+        return self_describing_load(kind, weights_path)
     if kind == "factory":
         model = _factory_call(factory_resolve(architecture), architecture, num_classes)
     elif kind == "builtin":
@@ -215,7 +250,10 @@ def model_build(
             ) from None
         model = builder(num_classes)
     else:
-        raise CheckpointError(f"unknown model kind {kind!r}; use builtin, factory or torchscript")
+        raise CheckpointError(
+            f"unknown model kind {kind!r}; use builtin, factory, torchscript, "
+            + ", ".join(SELF_DESCRIBING)
+        )
     state_dict = state_dict_load(weights_path)
     _load_strict(model, state_dict, Path(weights_path).name)
     model.eval()

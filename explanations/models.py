@@ -14,6 +14,8 @@ class ModelKind(models.TextChoices):
     BUILTIN = "builtin", "Built-in architecture"
     FACTORY = "factory", "Factory function + state dict"
     TORCHSCRIPT = "torchscript", "TorchScript file"
+    PROTOPNET = "protopnet", "ProtoPNet (safetensors with its own configuration)"
+    CBM = "cbm", "Concept-bottleneck model (safetensors with its own configuration)"
 
 
 class ResizePolicy(models.TextChoices):
@@ -44,6 +46,13 @@ class ClassifierModel(models.Model):
     normalization_std = models.JSONField()
     target_layer = models.CharField(
         max_length=200, blank=True, help_text="Layer used by CAM methods (none for TorchScript)."
+    )
+    details = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="What the platform knows beyond the weights: the training run and test "
+        "accuracy; for a ProtoPNet each prototype's source item and patch box; for a "
+        "concept-bottleneck model its concept names and attribute table.",
     )
     owner = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
@@ -369,6 +378,12 @@ class Explanation(models.Model):
     deletion_auc = models.FloatField(null=True, blank=True, help_text="Petsiuk et al. 2018.")
     insertion_auc = models.FloatField(null=True, blank=True, help_text="Petsiuk et al. 2018.")
     duration_ms = models.PositiveIntegerField(default=0)
+    details = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="Structured evidence beside the map: the top prototypes (method "
+        "'prototypes') or the concept contributions (method 'concepts'); empty for heatmaps.",
+    )
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:

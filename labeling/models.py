@@ -76,19 +76,41 @@ class RunStatus(models.TextChoices):
     FAILED = "failed", "Failed"
 
 
-class TrainingRun(models.Model):
-    """A small CNN cross-fitted on one label version (:func:`labeling.training.cross_fit`).
+class Architecture(models.TextChoices):
+    CNN = "cnn", "Small CNN, cross-fitted (label correction)"
+    PROTOPNET = "protopnet", "ProtoPNet (prototype explanations)"
+    CBM = "cbm", "Concept-bottleneck model (concept explanations)"
 
+
+class TrainingRun(models.Model):
+    """A model trained on one label version.
+
+    ``architecture`` "cnn": the small CNN cross-fitted (:func:`labeling.training.cross_fit`).
     Files (media storage): ``item_ids`` int64 ``(N,)`` (the training items, in the order of the
     arrays), ``pred_probs`` float32 ``(N, K)`` out-of-sample probabilities, ``embeddings``
     float32 ``(N, D)`` from the final model, ``weights`` the final model (safetensors).
+
+    "protopnet" / "cbm": one model on the whole training split
+    (:func:`explanations.prototypes.protopnet.train_protopnet`,
+    :func:`explanations.concepts.cbm.train_cbm` with the ``attributes`` table), ``weights``
+    only; registered as a classifier whose explanation methods are ``prototypes`` /
+    ``concepts``.
     """
 
     dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="training_runs")
     label_version = models.ForeignKey(
         LabelVersion, on_delete=models.PROTECT, related_name="training_runs"
     )
+    architecture = models.CharField(
+        max_length=12, choices=Architecture.choices, default=Architecture.CNN
+    )
     config = models.JSONField(default=dict, blank=True)
+    attributes = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="Concept-bottleneck runs: the class -> concept table "
+        "({classes, concepts, matrix, descriptions}).",
+    )
     train_split = models.CharField(max_length=30, default="train")
     test_split = models.CharField(max_length=30, default="test", blank=True)
     status = models.CharField(max_length=10, choices=RunStatus.choices, default=RunStatus.PENDING)

@@ -23,7 +23,7 @@ from explanations.imageio import center_square_resize, encode_png, image_decode
 from explanations.models import Dataset, Item
 from explanations.services.datasets import ImportReport
 
-from .models import ItemLabel, LabelVersion, RunStatus, TrainingRun
+from .models import Architecture, ItemLabel, LabelVersion, RunStatus, TrainingRun
 
 logger = logging.getLogger(__name__)
 
@@ -259,18 +259,39 @@ def training_run_create(
     test_split: str = "test",
     user=None,
     enqueue: bool = True,
+    architecture: str = Architecture.CNN,
+    attributes: str | Path | None = None,
 ) -> TrainingRun:
     """Record a training run and send it to the ``cpu`` queue once the transaction commits.
 
     ``version`` defaults to the dataset's newest label version (after a curation, the
     corrected labels).
 
+    Args:
+        architecture: "cnn" (cross-fitted small CNN, for curation), "protopnet" (Chen et al.,
+            NeurIPS 2019) or "cbm" (concept bottleneck, Koh et al., ICML 2020).
+        attributes: "cbm" only: a class -> concept CSV (``class,<concept>,...`` rows of 0/1;
+            :func:`explanations.concepts.cbm.attribute_table_load`), checked against the
+            dataset's classes now. ``None``: the built-in Fashion-MNIST table, when the
+            dataset's classes are Fashion-MNIST's.
+        config: options of the architecture's config (:class:`labeling.training.TrainConfig`,
+            :class:`~explanations.prototypes.protopnet.ProtoPNetConfig` or
+            :class:`~explanations.concepts.cbm.CBMConfig`).
+
     Raises:
         LabelingError: an image-less dataset, a version of another dataset, too few items,
-            or an unknown config key.
+            an unknown architecture or config key, or a bad or missing attribute table.
     """
-    from .training import TrainConfig
-
+    if architecture not in Architecture.values:
+        raise LabelingError(
+            f"unknown architecture {architecture!r}; use one of {Architecture.values}"
+        )
+    config_cls = _config_class(architecture)
+    table = None
+    if architecture == Architecture.CBM:
+        table = _attribute_table(dataset, attributes)
+    elif attributes is not None:
+        raise LabelingError("an attribute table is only used by --architecture cbm")
     if dataset.modality != "image":
         raise LabelingError("training runs need an image dataset")
     if version is None:
@@ -278,7 +299,9 @@ def training_run_create(
         version = dataset.label_versions.order_by("-number").first()
     if version.dataset_id != dataset.pk:
         raise LabelingError(f"{version} belongs to another dataset")
-    known = set(TrainConfig.__dataclass_fields__)
+    known = set(config_cls.__dataclass_fields__)
+    if architecture != Architecture.CNN:
+        known -= {"folds", "fold_epochs"}  # one model, no cross-fitting
     unknown = set(config or {}) - known
     if unknown:
         raise LabelingError(f"unknown training option(s) {sorted(unknown)}; known: {sorted(known)}")
@@ -289,10 +312,16 @@ def training_run_create(
         )
     from .tasks import training_run_task
 
+    try:
+        config_cls(**(config or {}))
+    except (TypeError, ValueError) as exc:
+        raise LabelingError(f"training options: {exc}") from None
     with transaction.atomic():
         run = TrainingRun.objects.create(
             dataset=dataset,
             label_version=version,
+            architecture=architecture,
+            attributes=_table_json(table) if table is not None else {},
             config=dict(config or {}),
             train_split=train_split,
             test_split=test_split,
@@ -302,6 +331,55 @@ def training_run_create(
         if enqueue:
             transaction.on_commit(lambda: training_run_task.delay(run.pk))
     return run
+
+
+def _config_class(architecture: str):
+    if architecture == Architecture.PROTOPNET:
+        from explanations.prototypes.protopnet import ProtoPNetConfig
+
+        return ProtoPNetConfig
+    if architecture == Architecture.CBM:
+        from explanations.concepts.cbm import CBMConfig
+
+        return CBMConfig
+    from .training import TrainConfig
+
+    return TrainConfig
+
+
+def _attribute_table(dataset: Dataset, source: str | Path | None):
+    """The class -> concept table of a concept-bottleneck run, in the dataset's class order.
+
+    Raises:
+        LabelingError: the CSV is malformed or does not cover the dataset's classes; or no
+            table was given and the dataset is not Fashion-MNIST-shaped.
+    """
+    from explanations.concepts.cbm import FASHION_MNIST_ATTRIBUTES, attribute_table_load
+
+    classes = list(dataset.class_names or [])
+    if source is None:
+        if classes != list(FASHION_MNIST_ATTRIBUTES.classes):
+            raise LabelingError(
+                "a concept-bottleneck model needs an attribute table (--attributes CSV with a "
+                "header 'class,<concept>,...' and one 0/1 row per class); the built-in table "
+                f"covers Fashion-MNIST's classes only, and {dataset.name} has {classes[:5]}..."
+            )
+        return FASHION_MNIST_ATTRIBUTES
+    if not classes:
+        raise LabelingError(f"{dataset.name} has no class names to match the attribute table to")
+    try:
+        return attribute_table_load(source, classes)
+    except ValueError as exc:
+        raise LabelingError(f"attribute table: {exc}") from None
+
+
+def _table_json(table) -> dict:
+    return {
+        "classes": list(table.classes),
+        "concepts": list(table.concepts),
+        "matrix": table.matrix.astype(int).tolist(),
+        "descriptions": dict(table.descriptions),
+    }
 
 
 def _train_items(dataset: Dataset, version: LabelVersion, split: str):
@@ -340,6 +418,8 @@ def training_run_execute(*, run_id: int, echo=None) -> TrainingRun:
                 done=done, total=total, message=message[:200]
             )
 
+    if run.architecture != Architecture.CNN:
+        return _interpretable_execute(run, progress)
     try:
         config = TrainConfig(**run.config)
         dataset = run.dataset
@@ -423,6 +503,131 @@ def training_run_execute(*, run_id: int, echo=None) -> TrainingRun:
         test_accuracy=test_acc,
         test_items=n_test,
         seconds=float(result.seconds),
+        num_items=len(items),
+        message="finished",
+    )
+    run.refresh_from_db()
+    return run
+
+
+def _run_training_data(run: TrainingRun, size: int, progress):
+    """(class names, training items, labels, images) of a run's training split."""
+    dataset = run.dataset
+    names = list(dataset.class_names or [])
+    rows = list(
+        _train_items(dataset, run.label_version, run.train_split)
+        .select_related("item")
+        .order_by("item_id")
+    )
+    if not names:
+        names = [str(i) for i in range(max(r.label_index for r in rows) + 1)]
+    items = [r.item for r in rows]
+    labels = np.array([r.label_index for r in rows], dtype=np.int64)
+    images = items_array(items, size, lambda d, t: progress(0, 1, f"read {d}/{t} images"))
+    return names, items, labels, images
+
+
+def _interpretable_execute(run: TrainingRun, progress) -> TrainingRun:
+    """Train a ProtoPNet or a concept-bottleneck model on the run's training split, test it,
+    and register it (kind "protopnet" / "cbm") with what its explanations need in
+    ``ClassifierModel.details``: each prototype's source item (ProtoPNet) or the attribute
+    table (CBM), and the test accuracy."""
+    from explanations.services.registry import model_register
+
+    arch = run.architecture
+    started = time.monotonic()
+    try:
+        config = _config_class(arch)(**run.config)
+        names, items, labels, images = _run_training_data(run, config.input_size, progress)
+        details: dict = {"architecture": arch, "training_run": run.pk}
+        if arch == Architecture.PROTOPNET:
+            from explanations.prototypes.protopnet import (
+                protopnet_predict,
+                protopnet_save,
+                train_protopnet,
+            )
+
+            model, record = train_protopnet(images, labels, len(names), config, progress=progress)
+            details["prototype_items"] = {
+                str(int(i)): items[int(i)].pk for i in sorted(set(record.train_index.tolist()))
+            }
+            details["push"] = record.as_dict()
+
+            def probabilities(arr):
+                return protopnet_predict(model, arr)[0]
+
+            save, label = protopnet_save, "ProtoPNet"
+        else:
+            from explanations.concepts.cbm import AttributeTable, cbm_save, train_cbm
+
+            table = AttributeTable(
+                classes=run.attributes["classes"],
+                concepts=run.attributes["concepts"],
+                matrix=np.array(run.attributes["matrix"], dtype=np.uint8),
+                descriptions=run.attributes.get("descriptions") or {},
+            )
+            model = train_cbm(images, labels, table, config, progress=progress)
+            details["attributes"] = run.attributes
+
+            def probabilities(arr):
+                from explanations.concepts.cbm import predict_concepts
+
+                return predict_concepts(model, arr)[1]
+
+            save, label = cbm_save, "CBM"
+        test_acc, n_test = None, 0
+        if run.test_split:
+            test_rows = list(
+                _train_items(run.dataset, run.label_version, run.test_split).select_related("item")
+            )
+            if test_rows:
+                progress(1, 1, "testing")
+                probs = probabilities(items_array([r.item for r in test_rows], config.input_size))
+                truth = np.array([r.label_index for r in test_rows])
+                test_acc = float((probs.argmax(1) == truth).mean())
+                n_test = len(test_rows)
+        details["test_accuracy"] = test_acc
+        details["test_items"] = n_test
+        with tempfile.TemporaryDirectory() as tmp:
+            weights = Path(tmp) / "weights.safetensors"
+            save(model, weights)
+            sha = hashlib.sha256(weights.read_bytes()).hexdigest()
+            with weights.open("rb") as fh:
+                run.weights.save(f"run-{run.pk}-{sha[:12]}.safetensors", File(fh), save=False)
+            classifier = model_register(
+                name=f"{run.dataset.name} {label} (run {run.pk}, labels "
+                f"v{run.label_version.number})",
+                weights_path=weights,
+                class_names=names,
+                kind=arch,
+                input_size=config.input_size,
+                resize_policy="center-crop",
+                normalization={
+                    "mean": [config.mean * 255.0] * 3,
+                    "std": [config.std * 255.0] * 3,
+                },
+                target_layer=model.target_layer,
+                owner=run.requested_by,
+                details=details,
+            )
+    except Exception as exc:  # recorded for the researcher; the worker goes on
+        logger.exception("training run %s failed", run.pk)
+        TrainingRun.objects.filter(pk=run.pk).update(
+            status=RunStatus.FAILED,
+            error=f"{type(exc).__name__}: {exc}",
+            finished_at=timezone.now(),
+        )
+        run.refresh_from_db()
+        return run
+    TrainingRun.objects.filter(pk=run.pk).update(
+        status=RunStatus.SUCCEEDED,
+        finished_at=timezone.now(),
+        weights=run.weights.name,
+        weights_sha256=sha,
+        classifier=classifier,
+        test_accuracy=test_acc,
+        test_items=n_test,
+        seconds=float(time.monotonic() - started),
         num_items=len(items),
         message="finished",
     )

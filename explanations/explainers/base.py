@@ -74,6 +74,9 @@ class ExplanationResult:
             all-zero map.  Such a map must not be normalised for display (``0 / 0``); show
             it as "no attribution" instead.  Optional for callers constructing a result by
             hand: the default (empty tuple) means "no map is degenerate".
+        details: structured evidence beside the maps, one JSON-serialisable dict per target
+            (the top prototypes of a ProtoPNet, the concept contributions of a
+            concept-bottleneck model), or empty for methods that give maps only.
 
     Equality is identity (``eq=False``), because element-wise array comparison has no single
     truth value.
@@ -89,6 +92,7 @@ class ExplanationResult:
     attributions: np.ndarray
     params: dict[str, Any]
     degenerate: tuple[bool, ...] = field(default=())
+    details: tuple[dict, ...] = field(default=())
 
     def __post_init__(self) -> None:
         targets = tuple(operator.index(t) for t in self.targets)
@@ -118,6 +122,15 @@ class ExplanationResult:
             raise ValueError(
                 f"degenerate must hold one bool per target ({len(targets)}), got {degenerate!r}"
             )
+        details = tuple(self.details)
+        if details:
+            if len(details) != len(targets) or not all(isinstance(d, dict) for d in details):
+                raise ValueError(f"details must hold one dict per target ({len(targets)})")
+            try:
+                json.dumps(details)
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"details must be JSON-serialisable: {exc}") from exc
+        object.__setattr__(self, "details", details)
         read_only = maps.view()
         read_only.flags.writeable = False
         object.__setattr__(self, "degenerate", tuple(bool(flag) for flag in degenerate))
@@ -283,6 +296,9 @@ class Explainer(abc.ABC):
                 f"valid targets are 0..{num_classes - 1}"
             )
         maps = self._attribute(inputs, target_tuple)
+        details: tuple[dict, ...] = ()
+        if isinstance(maps, tuple):  # (maps, one details dict per target)
+            maps, details = maps[0], tuple(maps[1])
         maps = self._check_maps(maps, len(target_tuple), tuple(inputs.shape[-2:]))
         maps, degenerate = self._zero_degenerate_maps(maps)
         return ExplanationResult(
@@ -291,6 +307,7 @@ class Explainer(abc.ABC):
             attributions=maps,
             params=dict(self.params),
             degenerate=degenerate,
+            details=details,
         )
 
     @abc.abstractmethod
@@ -304,6 +321,8 @@ class Explainer(abc.ABC):
         Returns:
             ``np.ndarray`` of shape ``(len(targets), H, W)``, finite values; it is cast to
             ``float32`` by the caller.  Must leave no hooks registered on the model.
+            Methods with structured evidence return ``(maps, details)`` instead, ``details``
+            holding one JSON-serialisable dict per target (:attr:`ExplanationResult.details`).
         """
 
     # -- validation helpers ------------------------------------------------------------------

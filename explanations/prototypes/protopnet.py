@@ -728,6 +728,8 @@ class PrototypeContribution:
         activation_map: float32 ``(S, S)``: the similarity of every test cell to the prototype,
             bilinearly upsampled to the input size (the paper uses bicubic); between cell
             centres, so its maximum is below ``similarity``.
+        activation_cells: float32 ``(H, W)``: the same similarities at the latent resolution
+            (what the platform stores; its maximum equals ``similarity``).
     """
 
     prototype: int
@@ -744,6 +746,7 @@ class PrototypeContribution:
     test_w: int
     test_box: tuple[int, int, int, int]
     activation_map: np.ndarray
+    activation_cells: np.ndarray | None = None
 
 
 @dataclass
@@ -778,7 +781,9 @@ def explain(
 
     Args:
         model: a trained :class:`ProtoPNet` (eval mode is used, and restored).
-        image: uint8 ``(S, S)`` grey or ``(S, S, 3)`` RGB, one image.
+        image: uint8 ``(S, S)`` grey or ``(S, S, 3)`` RGB, one image; or that image already
+            normalised as a float tensor ``(C, S, S)`` / ``(1, C, S, S)`` (what the platform's
+            explanation jobs pass).
         class_index: the class to explain; default the predicted one.
         top_k: how many prototypes (all P at most).
 
@@ -787,18 +792,27 @@ def explain(
             ``[0, K)``; top_k < 1.
     """
     _check_model(model)
-    arr = np.asarray(image)
-    if arr.dtype != np.uint8:
-        raise ValueError(f"image must be uint8 pixels, got {arr.dtype}")
-    if not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[-1] == 3)):
-        raise ValueError(f"image must be one (S, S) or (S, S, 3) image, got shape {arr.shape}")
-    arr = _images_check(arr[None], "image")
+    if isinstance(image, torch.Tensor):
+        x = image.detach().float()
+        if x.ndim == 3:
+            x = x[None]
+        if x.ndim != 4 or x.shape[0] != 1 or x.shape[-1] != x.shape[-2]:
+            raise ValueError(
+                "a tensor image must be one normalised square (C, S, S) or (1, C, S, S), got "
+                f"{tuple(image.shape)}"
+            )
+    else:
+        arr = np.asarray(image)
+        if arr.dtype != np.uint8:
+            raise ValueError(f"image must be uint8 pixels, got {arr.dtype}")
+        if not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[-1] == 3)):
+            raise ValueError(f"image must be one (S, S) or (S, S, 3) image, got shape {arr.shape}")
+        x = _to_input(_images_check(arr[None], "image"), model.grey, model.mean, model.std)
     if int(top_k) < 1:
         raise ValueError(f"top_k must be >= 1, got {top_k}")
     was_training = model.training
     model.eval()
     try:
-        x = _to_input(arr, model.grey, model.mean, model.std)
         out = model.forward_details(x)
         rf = receptive_field(model, ProtoPNet.target_layer, x)
     finally:
@@ -815,10 +829,11 @@ def explain(
     order = np.argsort(-contrib, kind="stable")[: int(top_k)]
     maps = out["distance_maps"][0]  # (P, H, W)
     hh, ww = maps.shape[-2:]
-    size = arr.shape[1]
-    upsampled = F.interpolate(
-        similarity(maps)[None], size=(size, size), mode="bilinear", align_corners=False
-    )[0]
+    size = int(x.shape[-1])
+    cells = similarity(maps)  # (P, H, W)
+    upsampled = F.interpolate(cells[None], size=(size, size), mode="bilinear", align_corners=False)[
+        0
+    ]
     classes = model.prototype_class
     sources = model.prototype_source
 
@@ -846,6 +861,7 @@ def explain(
                 test_w=tw,
                 test_box=box(th, tw),
                 activation_map=upsampled[j].numpy().astype(np.float32),
+                activation_cells=cells[j].numpy().astype(np.float32),
             )
         )
     return PrototypeExplanation(

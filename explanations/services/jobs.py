@@ -73,6 +73,8 @@ def explanation_job_create(
     params: dict | None = None,
     batch_size: int = 16,
     evaluate: bool = False,
+    split: str | None = None,
+    limit: int | None = None,
 ) -> ExplanationJob:
     """Create a job over every item of ``dataset`` and enqueue it once the transaction commits.
 
@@ -82,6 +84,9 @@ def explanation_job_create(
         batch_size: items per worker task (the job is split into batches on the ``gpu``
             queue), >= 1.
         evaluate: also compute deletion/insertion AUC (Petsiuk et al. 2018) for every map.
+        split: only the items of this split (``Item.split``).
+        limit: only the first ``limit`` items (by id, after ``split``): the same items for
+            every model of the dataset, so study conditions can share them.
 
     Raises:
         ValueError: unknown method or parameter, top_k outside 1..num_classes, batch_size < 1,
@@ -105,9 +110,15 @@ def explanation_job_create(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if not 1 <= top_k <= model.num_classes:
         raise ValueError(f"top_k must be in 1..{model.num_classes}, got {top_k}")
-    items = list(dataset.items.all())
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit must be >= 1, got {limit}")
+    selected = dataset.items.all().order_by("id")
+    if split:
+        selected = selected.filter(split=split)
+    items = list(selected[:limit] if limit else selected)
     if not items:
-        raise ValueError(f"dataset {dataset.name!r} has no items")
+        where = f" in split {split!r}" if split else ""
+        raise ValueError(f"dataset {dataset.name!r} has no items{where}")
     if dataset.class_names and not set(dataset.class_names) & set(model.class_names):
         raise ValueError(
             f"the classes of dataset {dataset.name!r} share no name with those of model "
@@ -551,9 +562,10 @@ def _item_explain(
     per_map_ms = int((time.perf_counter() - started) * 1000 / len(todo))
     ranks = prediction.topk_indices()
     flags = getattr(result, "degenerate", None) or (False,) * len(result.targets)
+    details = getattr(result, "details", None) or ({},) * len(result.targets)
     maps = []
-    for target, saliency, degenerate in zip(
-        result.targets, result.attributions, flags, strict=True
+    for target, saliency, degenerate, detail in zip(
+        result.targets, result.attributions, flags, details, strict=True
     ):
         metrics = {}
         if job.evaluate:
@@ -570,6 +582,7 @@ def _item_explain(
                 params_key=params_key,
                 degenerate=bool(degenerate),
                 duration_ms=per_map_ms,
+                details=detail,
                 **metrics,
             )
         )
@@ -598,6 +611,7 @@ def _explanation_build(
     degenerate: bool = False,
     deletion_auc: float | None = None,
     insertion_auc: float | None = None,
+    details: dict | None = None,
 ) -> Explanation:
     """An unsaved map row with its ``.npy`` written under the artifact's fixed name (a run
     that dies before the row is committed leaves a file that the re-run replaces)."""
@@ -620,6 +634,7 @@ def _explanation_build(
         deletion_auc=deletion_auc,
         insertion_auc=insertion_auc,
         duration_ms=duration_ms,
+        details=details or {},
     )
     _deterministic_save(explanation.array, explanation, _stem(explanation), "npy", npy.getvalue())
     return explanation

@@ -84,6 +84,7 @@ def model_register(
     normalization: str | dict[str, list[float]] = "imagenet",
     target_layer: str | None = None,
     owner=None,
+    details: dict | None = None,
 ) -> ClassifierModel:
     """Validate a classifier end to end, then register it with a stored copy of its weights.
 
@@ -108,8 +109,12 @@ def model_register(
         weights_path: the state dict or TorchScript file; copied into media storage
             (``models/<sha256>.<ext>``), with its SHA-256 recorded and checked at every load.
         class_names: one name per logit, or a path to a .txt (one per line) / .json list.
-        kind: "builtin", "factory" or "torchscript".
-        architecture: built-in key, or factory dotted path ``package.module:function``.
+        kind: "builtin", "factory", "torchscript", or "protopnet" / "cbm" (a safetensors
+            file written by ``protopnet_save`` / ``cbm_save``, which records its own
+            constructor arguments).
+        architecture: built-in key, or factory dotted path ``package.module:function``
+            (ignored for torchscript, protopnet and cbm).
+        details: JSON facts stored with the model (``ClassifierModel.details``).
         input_size: square input side in pixels.
         resize_policy: "center-crop" (central square, resized) or "resize" (whole image).
         normalization: a preset name of :data:`NORMALIZATION_PRESETS` or
@@ -129,6 +134,8 @@ def model_register(
         )
     if not 8 <= int(input_size) <= 2048:
         raise ModelRegistrationError(f"input_size must be 8..2048 pixels, got {input_size}")
+    if kind in (ModelKind.PROTOPNET, ModelKind.CBM):
+        architecture = kind  # the file carries its own constructor arguments
     if kind == ModelKind.BUILTIN and architecture not in ARCHITECTURES:
         raise ModelRegistrationError(
             f"unknown architecture {architecture!r}; known: {sorted(ARCHITECTURES)}"
@@ -194,6 +201,7 @@ def model_register(
                 normalization_std=std,
                 target_layer=layer,
                 owner=owner,
+                details=details or {},
             )
     except IntegrityError:
         default_storage.delete(stored)

@@ -246,6 +246,8 @@ STUDYPLATFORM_EXPLAINERS = [
     "explanations.explainers.heatmap.occlusion.Occlusion",
     "explanations.explainers.heatmap.lime.Lime",
     "explanations.explainers.heatmap.rise.Rise",
+    "explanations.explainers.interpretable.PrototypeExplainer",
+    "explanations.explainers.interpretable.ConceptExplainer",
 ]
 # "auto" = CUDA when available, else CPU; or "cpu", "cuda", "cuda:1", ...
 STUDYPLATFORM_DEVICE = env_str("STUDYPLATFORM_DEVICE", "auto")

@@ -93,6 +93,18 @@ class Command(ExampleCommand):
             help="Items per worker task; the job is split into batches (default 16).",
         )
         parser.add_argument(
+            "--split",
+            metavar="NAME",
+            help="Only items of this split (e.g. test); default: every item.",
+        )
+        parser.add_argument(
+            "--limit",
+            type=int,
+            metavar="N",
+            help="Only the first N items (by import order, after --split): the same N items "
+            "for every model, so conditions can be compared on the same items.",
+        )
+        parser.add_argument(
             "--evaluate",
             action="store_true",
             help="Also compute deletion and insertion AUC (Petsiuk et al. 2018) for every map.",
@@ -157,6 +169,8 @@ class Command(ExampleCommand):
                 params=_params(opts["param"]),
                 batch_size=opts["batch_size"],
                 evaluate=opts["evaluate"],
+                split=opts["split"],
+                limit=opts["limit"],
             )
         except ValueError as exc:
             raise CommandError(str(exc)) from None

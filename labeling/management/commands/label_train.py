@@ -1,4 +1,6 @@
-"""``python manage.py label_train DATASET``: cross-fit the small CNN on a dataset's labels.
+"""``python manage.py label_train DATASET``: cross-fit the small CNN on a dataset's labels, or
+(``--architecture protopnet|cbm``) train an interpretable model to explain with its prototypes
+or concepts.
 
 Adapter over :func:`labeling.services.training_run_create` and ``training_run_execute``:
 runs inline with a progress bar (or queues it with ``--background``) and prints the fold
@@ -35,6 +37,23 @@ class Command(BaseCommand):
         parser.add_argument("--seed", type=int, help="Seed of init, batch order, folds (0).")
         parser.add_argument("--train-split", default="train", help="Split to train on.")
         parser.add_argument("--test-split", default="test", help="Split to test on ('' none).")
+        parser.add_argument(
+            "--architecture",
+            choices=["cnn", "protopnet", "cbm"],
+            default="cnn",
+            help="cnn: cross-fitted small CNN (label correction, Grad-CAM); protopnet: "
+            "ProtoPNet, explained by its prototypes; cbm: concept-bottleneck model, explained "
+            "by its concepts (default cnn).",
+        )
+        parser.add_argument(
+            "--attributes",
+            metavar="CSV",
+            help="cbm: class -> concept table, header 'class,<concept>,...', one 0/1 row per "
+            "class (default: the built-in Fashion-MNIST table).",
+        )
+        parser.add_argument(
+            "--last-epochs", type=int, help="protopnet: last-layer epochs after the push (20)."
+        )
         parser.add_argument("--owner", help="Username recorded as the requester.")
         parser.add_argument(
             "--background", action="store_true", help="Queue it on the cpu Celery queue."
@@ -51,7 +70,15 @@ class Command(BaseCommand):
             version = LabelVersion.objects.filter(dataset=dataset, number=opts["labels"]).first()
             if version is None:
                 raise CommandError(f"{dataset.name} has no label version {opts['labels']}")
-        config = {k: opts[k] for k in ("folds", "epochs", "seed") if opts[k] is not None}
+        arch = opts["architecture"]
+        names = {"folds": "folds", "epochs": "epochs", "seed": "seed"}
+        if arch == "protopnet":
+            names.update(epochs="joint_epochs", last_epochs="last_epochs")
+        if arch != "cnn" and opts["folds"] is not None:
+            raise CommandError("--folds applies to --architecture cnn only (cross-fitting)")
+        if arch != "protopnet" and opts["last_epochs"] is not None:
+            raise CommandError("--last-epochs applies to --architecture protopnet only")
+        config = {key: opts[opt] for opt, key in names.items() if opts[opt] is not None}
         try:
             run = training_run_create(
                 dataset=dataset,
@@ -61,6 +88,8 @@ class Command(BaseCommand):
                 test_split=opts["test_split"],
                 user=owner_get(opts["owner"]),
                 enqueue=opts["background"],
+                architecture=arch,
+                attributes=opts["attributes"],
             )
         except (LabelingError, ValueError) as exc:
             raise CommandError(str(exc)) from None
@@ -97,7 +126,7 @@ class Command(BaseCommand):
         folds = ", ".join(f"{a:.1%}" for a in run.fold_accuracy)
         self.stdout.write(
             self.style.SUCCESS(f"Run #{run.pk} finished in {run.seconds:.0f} s")
-            + f": held-out accuracy per fold {folds}"
+            + (f": held-out accuracy per fold {folds}" if folds else f": {arch}")
             + (
                 f"; test accuracy {run.test_accuracy:.2%} on {run.test_items} items"
                 if run.test_accuracy is not None
@@ -106,4 +135,11 @@ class Command(BaseCommand):
         )
         if run.classifier:
             self.stdout.write(f"  registered model: {run.classifier.name} (#{run.classifier.pk})")
-        self.stdout.write(f"  next: python manage.py curate {run.pk} --name 'First pass'")
+        if arch == "cnn":
+            self.stdout.write(f"  next: python manage.py curate {run.pk} --name 'First pass'")
+        elif run.classifier:
+            method = "prototypes" if arch == "protopnet" else "concepts"
+            self.stdout.write(
+                f"  next: python manage.py explain --model '{run.classifier.name}' "
+                f"--dataset {dataset.name} --method {method} --split test --limit 200"
+            )

@@ -1,0 +1,197 @@
+"""Explanations of interpretable-by-design models, behind the same contract as the heatmaps.
+
+Each method returns one float32 ``(H, W)`` map per target (so overlays, Shared Interest and
+the job pipeline treat it like any heatmap) and, beside it, the model's own structured
+evidence in :attr:`~explanations.explainers.base.ExplanationResult.details`, which the study
+tasks show:
+
+* ``prototypes`` (:class:`PrototypeExplainer`): a :class:`~explanations.prototypes.protopnet.
+  ProtoPNet`'s top prototypes for the target class, "this part looks like that prototype"
+  (Chen, Li, Tao, Barnett, Rudin & Su, "This Looks Like That: Deep Learning for
+  Interpretable Image Recognition", NeurIPS 2019). The map is the activation (similarity)
+  map of the prototype with the largest contribution.
+* ``concepts`` (:class:`ConceptExplainer`): a concept-bottleneck model's class logit as
+  ``sum_c weight[c] * activation[c] + bias`` (Koh, Nguyen, Tang, Mussmann, Pierson, Kim &
+  Liang, "Concept Bottleneck Models", ICML 2020). A bottleneck has no spatial evidence of its
+  own; the map is Grad-CAM (Selvaraju et al., ICCV 2017) of the same logit at the backbone's
+  last convolution, recorded as such in ``params["map"]``.
+
+Pure PyTorch/NumPy; no Django.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from .base import Explainer, ExplainerConfigError
+from .heatmap.gradcam import GradCam
+
+#: Prototypes listed per target class by default (HIVE showed three per class; Kim et al.,
+#: ECCV 2022, Sec. 4.2).
+DEFAULT_PROTOTYPES = 3
+
+
+def _box(box) -> list[int] | None:
+    return None if box is None else [int(v) for v in box]
+
+
+def _r(value: float, digits: int = 6) -> float:
+    return round(float(value), digits)
+
+
+class PrototypeExplainer(Explainer):
+    """The top prototypes of a ProtoPNet for each target class.
+
+    Args:
+        model: a :class:`~explanations.prototypes.protopnet.ProtoPNet` (any other network is
+            refused: prototypes here are the model's own, never post-hoc).
+        top_k: prototypes listed per target, 1..P (default 3).
+
+    ``explain`` returns, per target ``t``, the ``(S, S)`` similarity map of the prototype with
+    the largest ``similarity * weight[t]`` (values in ``[0, log(1e4)]``, bilinear between
+    latent cells) and ``details``::
+
+        {"kind": "prototypes", "target": t, "logit": float, "class_evidence": float,
+         "latent_size": [H, W],
+         "prototypes": [{"prototype": j, "prototype_class": int, "similarity": float,
+                         "distance": float, "weight": float, "contribution": float,
+                         "source_index": int (training index, -1 if never pushed),
+                         "source_box": [x0, y0, x1, y1] | None, "test_box": [x0, y0, x1, y1],
+                         "activation": H x W list of floats}, ...]}
+
+    ``class_evidence`` is ``sum_j similarity_j * weight[t, j]`` over all prototypes, which
+    equals the logit (ProtoPNet's last layer has no bias).
+
+    Raises:
+        ExplainerConfigError: not a ProtoPNet, or ``top_k`` outside 1..P.
+    """
+
+    key: ClassVar[str] = "prototypes"
+    name: ClassVar[str] = "Prototypes (ProtoPNet)"
+    paper: ClassVar[str] = (
+        "Chen, C., Li, O., Tao, C., Barnett, A. J., Su, J., & Rudin, C. This Looks Like That: "
+        "Deep Learning for Interpretable Image Recognition. NeurIPS 2019."
+    )
+    accepted_params: ClassVar[frozenset[str]] = frozenset({"top_k"})
+    non_negative: ClassVar[bool] = True
+
+    def __init__(self, model: nn.Module, *, target_layer: str | None = None, **params: Any) -> None:
+        super().__init__(model, target_layer=target_layer, **params)
+        from explanations.prototypes.protopnet import ProtoPNet
+
+        if not isinstance(model, ProtoPNet):
+            raise ExplainerConfigError(
+                f"prototypes explain a ProtoPNet's own prototypes; {type(model).__name__} is not "
+                "one (train one with `manage.py label_train DATASET --architecture protopnet`)"
+            )
+        top_k = params.get("top_k", DEFAULT_PROTOTYPES)
+        if not isinstance(top_k, int) or not 1 <= top_k <= model.num_prototypes:
+            raise ExplainerConfigError(
+                f"top_k must be an integer in 1..{model.num_prototypes}, got {top_k!r}"
+            )
+        self.top_k = top_k
+        self.params = {"top_k": top_k, "map": "top prototype activation", "upsample": "bilinear"}
+
+    def _attribute(self, inputs: torch.Tensor, targets: tuple[int, ...]):
+        from explanations.prototypes.protopnet import explain
+
+        maps, details = [], []
+        for target in targets:
+            e = explain(self.model, inputs, class_index=target, top_k=self.top_k)
+            maps.append(e.prototypes[0].activation_map)
+            cells = e.prototypes[0].activation_cells
+            details.append(
+                {
+                    "kind": "prototypes",
+                    "target": int(target),
+                    "logit": _r(e.logits[target]),
+                    "class_evidence": _r(e.class_evidence[target]),
+                    "latent_size": list(cells.shape),
+                    "prototypes": [
+                        {
+                            "prototype": p.prototype,
+                            "prototype_class": p.prototype_class,
+                            "similarity": _r(p.similarity),
+                            "distance": _r(p.distance),
+                            "weight": _r(p.weight),
+                            "contribution": _r(p.contribution),
+                            "source_index": p.source_index,
+                            "source_box": _box(p.source_box),
+                            "test_box": _box(p.test_box),
+                            "activation": np.round(p.activation_cells, 5).tolist(),
+                        }
+                        for p in e.prototypes
+                    ],
+                }
+            )
+        return np.stack(maps).astype(np.float32), details
+
+
+class ConceptExplainer(Explainer):
+    """A concept-bottleneck model's class logits as sums over concepts.
+
+    Args:
+        model: a :class:`~explanations.concepts.cbm.ConceptBottleneckModel` (others refused).
+        target_layer: the layer of the accompanying Grad-CAM map (default: the backbone's
+            last convolution, ``ConceptBottleneckModel.target_layer``).
+
+    ``explain`` returns, per target, Grad-CAM of the target logit (``>= 0``, logit per
+    activation unit) and ``details``::
+
+        {"kind": "concepts", "target": t, "logit": float, "bias": float,
+         "probability": float in [0, 1], "concepts": [C names],
+         "activations": [C floats in [0, 1]], "weights": [C floats],
+         "contributions": [C floats]}
+
+    with ``sum(contributions) + bias == logit`` up to float32 rounding (tested). How many
+    concepts a participant sees is a study option; the details keep them all.
+
+    Raises:
+        ExplainerConfigError: not a concept-bottleneck model; unknown layer.
+    """
+
+    key: ClassVar[str] = "concepts"
+    name: ClassVar[str] = "Concepts (concept bottleneck)"
+    paper: ClassVar[str] = (
+        "Koh, P. W., Nguyen, T., Tang, Y. S., Mussmann, S., Pierson, E., Kim, B., & Liang, P. "
+        "Concept Bottleneck Models. ICML 2020."
+    )
+    non_negative: ClassVar[bool] = True
+
+    def __init__(self, model: nn.Module, *, target_layer: str | None = None, **params: Any) -> None:
+        super().__init__(model, target_layer=target_layer, **params)
+        from explanations.concepts.cbm import ConceptBottleneckModel
+
+        if not isinstance(model, ConceptBottleneckModel):
+            raise ExplainerConfigError(
+                f"concepts explain a concept-bottleneck model; {type(model).__name__} is not one "
+                "(train one with `manage.py label_train DATASET --architecture cbm`)"
+            )
+        self._gradcam = GradCam(model, target_layer=target_layer or model.target_layer)
+        self.params = {"map": "gradcam", "layer": self._gradcam.target_layer}
+
+    def _attribute(self, inputs: torch.Tensor, targets: tuple[int, ...]):
+        from explanations.concepts.cbm import explain
+
+        maps = self._gradcam._attribute(inputs, targets)
+        details = []
+        for target in targets:
+            e = explain(self.model, inputs, target)
+            details.append(
+                {
+                    "kind": "concepts",
+                    "target": int(target),
+                    "logit": _r(e.logit),
+                    "bias": _r(e.bias),
+                    "probability": _r(e.probability),
+                    "concepts": list(e.concepts),
+                    "activations": [_r(v) for v in e.activations],
+                    "weights": [_r(v) for v in e.weights],
+                    "contributions": [_r(v) for v in e.contributions],
+                }
+            )
+        return np.asarray(maps, dtype=np.float32), details

@@ -1,0 +1,121 @@
+"""ProtoPNet and concept-bottleneck models trained, registered and explained by the platform."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from explanations.models import ClassifierModel, Explanation, Item, Prediction
+from explanations.services import explanation_array_load
+from explanations.services.registry import classifier_load, item_model_view
+from tests import interpretable_world as world
+
+
+@pytest.fixture
+def shapes(db):
+    return world.shapes_dataset()
+
+
+def test_protopnet_run_registers_a_model_whose_prototypes_explain_test_items(shapes, tmp_path):
+    run = world.train(shapes, "protopnet", tmp_path)
+    model = run.classifier
+    assert model.kind == "protopnet" and model.target_layer == "add_on"
+    assert model.details["architecture"] == "protopnet"
+    assert model.details["test_items"] == 18
+    assert run.test_accuracy == model.details["test_accuracy"]
+    assert run.test_accuracy >= 0.8  # three easy shapes
+    # every pushed prototype's source is a training item of the prototype's own class
+    push = model.details["push"]
+    sources = model.details["prototype_items"]
+    for train_index, cls in zip(push["train_index"], push["prototype_class"], strict=True):
+        item = Item.objects.get(pk=sources[str(train_index)])
+        assert item.split == "train" and item.label_index == cls
+
+    world.explain(model, shapes, "prototypes")
+    assert Prediction.objects.filter(model=model).count() == 18
+    net = classifier_load(model)
+    e = Explanation.objects.filter(model=model, method="prototypes").first()
+    d = e.details
+    assert d["kind"] == "prototypes" and d["target"] == e.target_index
+    assert len(d["prototypes"]) == 3
+    # the class evidence equals the logit of the platform's own forward pass
+    view = item_model_view(item=e.item, model=model)
+    from explanations.modelio import pixels_to_input
+
+    x = pixels_to_input(view, model.normalization_mean, model.normalization_std)
+    with torch.no_grad():
+        logits = net(x)[0].numpy()
+    assert d["class_evidence"] == pytest.approx(float(logits[e.target_index]), abs=1e-4)
+    assert d["logit"] == pytest.approx(float(logits[e.target_index]), abs=1e-4)
+    contributions = [p["contribution"] for p in d["prototypes"]]
+    assert contributions == sorted(contributions, reverse=True)
+    top = d["prototypes"][0]
+    assert top["contribution"] == pytest.approx(top["similarity"] * top["weight"], abs=1e-5)
+    # the stored map is the top prototype's activation, peaking at its best latent cell
+    saliency = explanation_array_load(e)
+    assert saliency.shape == (28, 28)
+    cells = np.array(top["activation"])
+    assert cells.max() == pytest.approx(top["similarity"], abs=1e-4)
+    assert saliency.max() <= top["similarity"] + 1e-4
+
+
+def test_cbm_run_with_an_uploaded_attribute_table(shapes, tmp_path):
+    run = world.train(shapes, "cbm", tmp_path)
+    model = run.classifier
+    assert model.kind == "cbm"
+    assert model.details["attributes"]["concepts"] == ["horizontal", "vertical", "corner"]
+    assert run.test_accuracy >= 0.8
+    world.explain(model, shapes, "concepts")
+    e = Explanation.objects.filter(model=model, method="concepts").first()
+    d = e.details
+    assert d["concepts"] == ["horizontal", "vertical", "corner"]
+    assert sum(d["contributions"]) + d["bias"] == pytest.approx(d["logit"], abs=1e-4)
+    for a, w, c in zip(d["activations"], d["weights"], d["contributions"], strict=True):
+        assert 0.0 <= a <= 1.0
+        assert c == pytest.approx(a * w, abs=1e-5)
+    assert e.params["map"] == "gradcam"
+    assert explanation_array_load(e).min() >= 0.0
+
+
+def test_a_bad_attribute_table_creates_no_run(shapes, tmp_path):
+    from labeling.models import TrainingRun
+    from labeling.services import LabelingError, training_run_create
+
+    bad = tmp_path / "bad.csv"
+    bad.write_text("class,horizontal\nbar,1\npillar,2\nblock,0\n")
+    with pytest.raises(LabelingError, match="attribute table: .*0 or 1"):
+        training_run_create(dataset=shapes, architecture="cbm", attributes=bad, enqueue=False)
+    missing = tmp_path / "missing.csv"
+    missing.write_text("class,horizontal,vertical\nbar,1,0\npillar,0,1\n")
+    with pytest.raises(LabelingError, match="block"):
+        training_run_create(dataset=shapes, architecture="cbm", attributes=missing, enqueue=False)
+    with pytest.raises(LabelingError, match="needs an attribute table"):
+        training_run_create(dataset=shapes, architecture="cbm", enqueue=False)
+    with pytest.raises(LabelingError, match="unknown training option"):
+        training_run_create(
+            dataset=shapes, architecture="protopnet", config={"folds": 3}, enqueue=False
+        )
+    assert not TrainingRun.objects.exists()
+
+
+def test_prototypes_refuse_a_model_without_prototypes(shapes, tmp_path):
+    from explanations.services import explanation_job_run
+
+    run = world.train(shapes, "cbm", tmp_path)
+    job = world.explanation_job_create(
+        model=run.classifier, dataset=shapes, method="prototypes", top_k=2, split="test"
+    )
+    job = explanation_job_run(job_id=job.pk)
+    assert job.status == "failed"
+    assert "ProtoPNet" in job.error and "label_train" in job.error
+
+
+def test_a_pickled_checkpoint_is_never_registered_as_a_protopnet(tmp_path, db):
+    from explanations.services.registry import ModelRegistrationError, model_register
+
+    path = tmp_path / "evil.pt"
+    torch.save({"x": torch.zeros(1)}, path)
+    with pytest.raises(ModelRegistrationError, match="not a protopnet model file"):
+        model_register(name="evil", weights_path=path, class_names=["a", "b"], kind="protopnet")
+    assert not ClassifierModel.objects.exists()
