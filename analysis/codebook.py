@@ -56,7 +56,37 @@ CODEBOOK: dict[str, tuple[str, str]] = {
         "Why the participant is excluded (e.g. 'failed 2 attention checks (max 0)', "
         "'median response time 450 ms < 800 ms'); empty when not excluded.",
     ),
+    "explanation_type": (
+        "text",
+        "Kind of explanation shown, from the condition's method: heatmap (gradcam, saliency, "
+        "lime, ... any attribution map), prototype (method prototypes), concept (method "
+        "concepts) or none (method 'none'); empty where method is empty for want of an "
+        "explanation slot: region annotation, questionnaires.",
+    ),
+    "classifier": (
+        "text",
+        "Registered name of the classifier whose prediction the trial showed: the condition's "
+        "spec model when given, else the spec's top-level model; empty for questionnaires and "
+        "text studies (no classifier).",
+    ),
 }
+
+#: Explanation method -> kind of explanation (:func:`explanation_type`); methods not listed
+#: (gradcam, saliency, integrated_gradients, lime, rise, ...) are attribution maps: "heatmap".
+EXPLANATION_TYPES: dict[str, str] = {"prototypes": "prototype", "concepts": "concept"}
+
+#: The method of conditions that show no explanation (``studies.design.NO_EXPLANATION``).
+NO_EXPLANATION_METHOD = "none"
+
+
+def explanation_type(method: str | None) -> str:
+    """The kind of explanation a method shows: ``"prototype"`` (ProtoPNet evidence, Chen et
+    al. NeurIPS 2019), ``"concept"`` (concept-bottleneck contributions, Koh et al. ICML 2020),
+    ``"none"`` for ``"none"`` or an empty / missing method, and ``"heatmap"`` for any other
+    method (attribution maps; also GLTR's token highlights of text studies)."""
+    if not method or method == NO_EXPLANATION_METHOD:
+        return "none"
+    return EXPLANATION_TYPES.get(str(method), "heatmap")
 
 
 def codebook_frame(columns: list[str]) -> pd.DataFrame:

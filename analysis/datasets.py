@@ -8,6 +8,7 @@ from datetime import UTC
 import numpy as np
 import pandas as pd
 
+from analysis.codebook import explanation_type
 from studies.design import NO_EXPLANATION
 from studies.models import Response, Study, TaskType, TrialKind
 from studies.tasktypes import TASK_TYPES
@@ -47,6 +48,8 @@ RESPONSE_COLUMNS = [
     "confidence",
     "attention_check",
     "exclusion_reason",
+    "explanation_type",
+    "classifier",
 ]
 
 #: Stimulus slots that show the photo itself; every other slot of ``Trial.stimuli`` (heatmap,
@@ -127,9 +130,47 @@ def trial_method(trial, methods: dict[str, str]) -> str:
         return ""
     if trial.task_type == TaskType.HUMAN_OR_MACHINE:
         return method if (trial.config or {}).get("explained") else ""
+    if (trial.config or {}).get("explanation") and trial.task_type != TaskType.REGION_ANNOTATION:
+        return method  # prototype / concept evidence (concepts are text, not an image slot)
     if not set(trial.stimuli or {}) - PLAIN_SLOTS:
         return ""
     return method
+
+
+def trial_explanation_type(trial, methods: dict[str, str]) -> str:
+    """The kind of explanation the trial's condition shows (``methods``: condition name ->
+    method, as for :func:`trial_method`): ``"heatmap"``, ``"prototype"``, ``"concept"`` or
+    ``"none"`` (:func:`analysis.codebook.explanation_type`), or ``""`` where
+    :func:`trial_method` leaves the method empty for want of an explanation slot rather than
+    by design: questionnaires (no condition method), region annotation (shows only the photo,
+    whatever the condition) and trials of an explaining condition that show only the photo.
+    A condition with method ``none`` gives ``"none"``, also on a human-or-machine trial
+    without highlights."""
+    method = methods.get(trial.condition, "")
+    if (
+        not method
+        or trial.kind == TrialKind.SURVEY
+        or trial.task_type == TaskType.REGION_ANNOTATION
+    ):
+        return ""
+    if method == NO_EXPLANATION:
+        return "none"
+    shown = trial_method(trial, methods)
+    return explanation_type(shown) if shown else ""
+
+
+def condition_classifier(spec: dict, condition: str) -> str:
+    """The registered name of the classifier whose predictions a condition shows: the
+    condition's own ``model`` in the spec's ``conditions`` when given (e.g. a ProtoPNet for
+    ``prototypes``, a concept-bottleneck model for ``concepts``), else the spec's top-level
+    ``model``; ``""`` for text studies (``modality: text``, whose ``model`` is the language
+    model, not a classifier). A condition the spec does not name gets the top-level model."""
+    if spec.get("modality") == "text":
+        return ""
+    for c in spec.get("conditions") or []:
+        if c.get("name") == condition and c.get("model"):
+            return str(c["model"])
+    return str(spec.get("model") or "")
 
 
 def _true_class(model, trial) -> str:
@@ -167,13 +208,17 @@ def study_responses_frame(study: Study) -> pd.DataFrame:
     ``answer_data`` is the structured answer as JSON (sliders, region boxes/cells and mask
     file); ``method`` is the explanation method shown (:func:`trial_method`); ``confidence``
     the stated confidence (nullable Int64, :func:`response_confidence`); ``attention_check``
-    is passed / failed on attention checks.
+    is passed / failed on attention checks; ``explanation_type`` is heatmap / prototype /
+    concept / none (:func:`trial_explanation_type`) and ``classifier`` the classifier whose
+    prediction the trial showed (:func:`condition_classifier`; empty for questionnaires).
     Researcher previews are left out.
     """
     rows = []
     model = study.model
     reasons = exclusion_reasons(study)
     methods = {c["name"]: c["method"] for c in study.spec.get("conditions") or []}
+    classifiers = {name: condition_classifier(study.spec, name) for name in methods}
+    default_classifier = condition_classifier(study.spec, "")
     responses = (
         Response.objects.filter(participant__study=study, participant__is_preview=False)
         .select_related("participant", "trial", "trial__item")
@@ -223,6 +268,12 @@ def study_responses_frame(study: Study) -> pd.DataFrame:
                     else ""
                 ),
                 "exclusion_reason": reasons.get(participant.pk, ""),
+                "explanation_type": trial_explanation_type(trial, methods),
+                "classifier": (
+                    ""
+                    if trial.kind == TrialKind.SURVEY or not trial.item_id
+                    else classifiers.get(trial.condition, default_classifier)
+                ),
             }
         )
     frame = pd.DataFrame(rows, columns=RESPONSE_COLUMNS)

@@ -28,6 +28,7 @@ from analysis.stats.comparisons import (
     participant_accuracy,
     required_sample_size,
 )
+from analysis.stats.same_items import SameItems, same_items_tables
 
 #: Largest number of scored answers of one task for which ``mixed="auto"`` fits the
 #: mixed-effects model in the report (variational Bayes over every participant and item
@@ -101,6 +102,17 @@ class StudyReport:
             choices) and Fleiss' kappa where defined, with the reason when undefined.
         detection: human-or-machine tasks (GLTR), per condition: hits, false alarms, d′ and
             criterion c (log-linear corrected; :mod:`analysis.stats.detection`).
+        same_items: conditions compared on the same items (:mod:`analysis.stats.same_items`),
+            per task with 2+ conditions, on only the items answered under every condition of
+            the task (as HIVE, Kim et al. ECCV 2022, compares explanation types by model
+            correctness): one row per task x condition with explanation_type, classifier,
+            n_items (common), n_items_dropped, n_answers, n_correct, accuracy in [0, 1] with
+            Wilson 95% ci_low / ci_high, n / accuracy where the model was right and wrong,
+            mean_item_accuracy, and a note (fewer than 2 common items: counts only).
+        same_items_tests: the paired tests of per-item accuracy on those items: per task a
+            Friedman (1937) row for 3+ conditions (chi-square, df = k - 1, p) and a Wilcoxon
+            (1945) signed-rank row per pair (zeros dropped; n_nonzero, statistic, p, Holm p
+            over the task's pairs, mean per-item difference a - b); a note where undefined.
         warnings: degenerate data and fallbacks, in words.
         timings: seconds spent per section (for the benchmark and the progress display).
     """
@@ -121,6 +133,8 @@ class StudyReport:
     correlations: pd.DataFrame
     agreement: pd.DataFrame = field(default_factory=pd.DataFrame)
     detection: pd.DataFrame = field(default_factory=pd.DataFrame)
+    same_items: pd.DataFrame = field(default_factory=pd.DataFrame)
+    same_items_tests: pd.DataFrame = field(default_factory=pd.DataFrame)
     warnings: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -136,6 +150,7 @@ SECTIONS = (
     "correlations",
     "agreement",
     "detection",
+    "same_items",
 )
 
 
@@ -316,6 +331,11 @@ def build_report(
         detection = detection_table(texts)
     done("detection", t)
 
+    t = time.perf_counter()
+    same: SameItems = same_items_tables(scored)
+    notes.extend(same.warnings)
+    done("same_items", t)
+
     participants = frame.drop_duplicates("participant")
     return StudyReport(
         title=title,
@@ -336,6 +356,8 @@ def build_report(
         correlations=correlations,
         agreement=agreement,
         detection=detection,
+        same_items=same.conditions,
+        same_items_tests=same.tests,
         warnings=list(dict.fromkeys(notes)),
         timings=timings,
     )
@@ -433,6 +455,8 @@ def report_records(report: StudyReport) -> dict:
         "correlations": frame_records(report.correlations),
         "agreement": frame_records(report.agreement),
         "detection": frame_records(report.detection),
+        "same_items": frame_records(report.same_items),
+        "same_items_tests": frame_records(report.same_items_tests),
         "warnings": report.warnings,
     }
 
@@ -534,6 +558,46 @@ def report_text(report: StudyReport) -> str:
     if not report.detection.empty:
         out += ["", "Detecting machine text (d′, criterion c; log-linear corrected)"]
         out.append(table_text(report.detection))
+    if not report.same_items.empty:
+        out += ["", "Conditions compared on the same items (items answered under every condition)"]
+        out.append(
+            table_text(
+                report.same_items,
+                [
+                    "task",
+                    "condition",
+                    "explanation_type",
+                    "classifier",
+                    "n_items",
+                    "n_answers",
+                    "accuracy",
+                    "ci_low",
+                    "ci_high",
+                    "accuracy_model_right",
+                    "accuracy_model_wrong",
+                    "note",
+                ],
+            )
+        )
+        out += ["", "  Paired tests of per-item accuracy (Friedman; Wilcoxon signed-rank, Holm)"]
+        out.append(
+            table_text(
+                report.same_items_tests,
+                [
+                    "task",
+                    "test",
+                    "conditions",
+                    "n_items",
+                    "n_nonzero",
+                    "statistic",
+                    "df",
+                    "p_value",
+                    "p_holm",
+                    "mean_difference",
+                    "note",
+                ],
+            )
+        )
     if report.warnings:
         out += ["", "Warnings"] + [f"  - {w}" for w in report.warnings]
     return "\n".join(out)

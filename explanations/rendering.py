@@ -288,3 +288,77 @@ def panel_png(rows: list[tuple[str, list[tuple[str, np.ndarray]]]], *, title: st
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
     return buf.getvalue()
+
+
+#: Smallest side, in pixels, of the pictures of prototype and concept stimuli: small model
+#: views (28 px Fashion-MNIST) are enlarged by an integer factor with nearest-neighbour
+#: sampling so their pixels stay sharp.
+PROTOTYPE_PICTURE_MIN = 112
+BOX_COLOUR = (255, 214, 0)  # a yellow that reads on grey, photos and the heatmap colours
+
+
+def _enlarge(picture: np.ndarray, minimum: int = PROTOTYPE_PICTURE_MIN) -> tuple[np.ndarray, int]:
+    scale = max(1, -(-minimum // max(1, min(picture.shape[:2]))))  # ceil
+    if scale == 1:
+        return picture, 1
+    return np.repeat(np.repeat(picture, scale, axis=0), scale, axis=1), scale
+
+
+def boxed_picture(
+    image: np.ndarray, box, *, minimum: int = PROTOTYPE_PICTURE_MIN, width: int = 2
+) -> np.ndarray:
+    """``image`` enlarged to at least ``minimum`` pixels a side with a yellow rectangle.
+
+    Args:
+        image: uint8 ``(H, W, 3)``.
+        box: ``(x0, y0, x1, y1)`` in ``image`` pixels, end-exclusive (a receptive-field box
+            of :mod:`explanations.prototypes`), or None for no rectangle.
+
+    Returns:
+        uint8 ``(H * s, W * s, 3)`` with ``s = ceil(minimum / min(H, W))`` (at least 1).
+    """
+    from PIL import Image, ImageDraw
+
+    big, scale = _enlarge(np.asarray(image, dtype=np.uint8))
+    if box is None:
+        return big
+    x0, y0, x1, y1 = (int(v) for v in box)
+    picture = Image.fromarray(big)
+    ImageDraw.Draw(picture).rectangle(
+        [x0 * scale, y0 * scale, x1 * scale - 1, y1 * scale - 1], outline=BOX_COLOUR, width=width
+    )
+    return np.asarray(picture)
+
+
+def activation_picture(image: np.ndarray, cells, box=None) -> np.ndarray:
+    """A prototype's activation over ``image`` ("this part"), as in Chen et al., NeurIPS 2019.
+
+    Args:
+        image: uint8 ``(H, W, 3)``, the model's view of the test image.
+        cells: real ``(h, w)`` similarities at the latent resolution, >= 0.
+        box: the most activated cell's receptive field ``(x0, y0, x1, y1)``, drawn in yellow.
+
+    Returns:
+        uint8 ``(H * s, W * s, 3)``: the map bilinearly upsampled to ``(H, W)``, each map
+        normalised by its own maximum, over the image; enlarged as :func:`boxed_picture`.
+    """
+    from PIL import Image
+
+    h, w = image.shape[:2]
+    small = np.asarray(cells, dtype=np.float32)
+    up = np.asarray(Image.fromarray(small, mode="F").resize((w, h), Image.BILINEAR))
+    shown = overlays(image, np.clip(up, 0, None)[None])[0]
+    return boxed_picture(shown, box)
+
+
+def box_crop(image: np.ndarray, box, size: int) -> np.ndarray:
+    """The ``(x0, y0, x1, y1)`` box of ``image`` (clipped to it), resized to ``size`` square
+    with nearest-neighbour sampling: a prototype's patch for the similarity rating."""
+    from PIL import Image
+
+    h, w = image.shape[:2]
+    x0, y0, x1, y1 = (int(v) for v in box)
+    x0, y0 = max(0, min(x0, w - 1)), max(0, min(y0, h - 1))
+    x1, y1 = max(x0 + 1, min(x1, w)), max(y0 + 1, min(y1, h))
+    crop = np.ascontiguousarray(image[y0:y1, x0:x1])
+    return np.asarray(Image.fromarray(crop).resize((size, size), Image.NEAREST))

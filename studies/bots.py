@@ -265,6 +265,9 @@ def _answer(form: Form, instruction: str, policy: str, rng: random.Random) -> di
     out: dict = {}
     if "answer" in form.choices:
         out["answer"] = _choose(form, instruction, policy, rng)
+    for name, values in form.choices.items():  # per-prototype similarity ratings
+        if name.startswith("rating-"):
+            out[name] = rng.choice(values)
     for name, values in form.checkboxes.items():  # region annotation grid
         out[name] = rng.sample(values, rng.randint(1, min(6, len(values))))
     for name, values in form.selects.items():

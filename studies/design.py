@@ -34,7 +34,14 @@ from django.utils import timezone
 from django.utils.text import slugify
 
 from explanations import rendering
-from explanations.models import ClassifierModel, Dataset, Explanation, Item, Prediction
+from explanations.models import (
+    ClassifierModel,
+    Dataset,
+    Explanation,
+    Item,
+    ModelKind,
+    Prediction,
+)
 from explanations.services import explanation_array_load, item_model_view
 
 from .models import Study, StudyStatus, TaskType, Trial, TrialKind
@@ -43,6 +50,12 @@ from .tasktypes import SCALES, TASK_TYPES
 
 NO_EXPLANATION = "none"
 SIMILARITY_CROP = 128  # pixels per side of the similarity regions
+PROTOTYPES = "prototypes"
+CONCEPTS = "concepts"
+#: Methods that explain an interpretable model with its own evidence, and the model kind
+#: each needs (Chen et al., NeurIPS 2019; Koh et al., ICML 2020).
+STRUCTURED_METHODS = {PROTOTYPES: ModelKind.PROTOPNET, CONCEPTS: ModelKind.CBM}
+DEFAULT_PROTOTYPES_SHOWN = 3
 
 
 class StudyDesignError(ValueError):
@@ -93,15 +106,16 @@ def _unique_slug(title: str, wanted: str = "") -> str:
 class _Stimuli:
     """Renders and saves stimuli once per (item, what) and study; random file names."""
 
-    def __init__(self, study: Study, model: ClassifierModel):
-        self.study, self.model = study, model
-        self.views: dict[int, np.ndarray] = {}
+    def __init__(self, study: Study):
+        self.study = study
+        self.views: dict[tuple, np.ndarray] = {}
         self.saved: dict[tuple, str] = {}
 
-    def view(self, item: Item) -> np.ndarray:
-        if item.pk not in self.views:
-            self.views[item.pk] = item_model_view(item=item, model=self.model)
-        return self.views[item.pk]
+    def view(self, item: Item, model: ClassifierModel) -> np.ndarray:
+        key = (item.pk, model.input_size, model.resize_policy)
+        if key not in self.views:
+            self.views[key] = item_model_view(item=item, model=model)
+        return self.views[key]
 
     def save(self, key: tuple, make) -> str:
         if key not in self.saved:
@@ -114,11 +128,18 @@ class _Stimuli:
 
 @dataclass
 class _ItemPlan:
+    """One item under one model; ``by_model`` holds the item under every condition's model
+    (model id -> plan), the top level is the first condition's."""
+
     item: Item
     prediction: Prediction
     truth: int
     correct: bool
     candidates: list[int]
+    by_model: dict | None = None
+
+    def under(self, model: ClassifierModel) -> _ItemPlan:
+        return self.by_model[model.pk] if self.by_model else self
 
 
 def _candidates(prediction: Prediction, truth: int, k: int) -> list[int]:
@@ -208,6 +229,7 @@ def _build(study: Study, spec: dict) -> None:
     if dataset is None:
         raise StudyDesignError(f"dataset: no dataset named {spec['dataset']!r}")
     conditions = {c["name"]: c for c in spec["conditions"]}
+    condition_models = _condition_models(spec, model)
     methods = {c["method"] for c in spec["conditions"]} - {NO_EXPLANATION}
     tasks = [t["type"] for t in spec["tasks"]]
     for t in tasks:
@@ -217,7 +239,7 @@ def _build(study: Study, spec: dict) -> None:
             raise StudyDesignError(
                 f"tasks: {t} needs an explanation, but a condition has method 'none'"
             )
-    plans = _item_plans(spec, model, dataset, methods)
+    plans = _item_plans(spec, condition_models, dataset)
     rng = random.Random(spec["trials"]["seed"])
     rng.shuffle(plans)
     n_practice = spec["trials"]["practice"]
@@ -228,13 +250,17 @@ def _build(study: Study, spec: dict) -> None:
         )
     practice, main = plans[:n_practice], plans[n_practice:]
     main.sort(key=lambda p: p.item.pk)  # Latin-square positions follow item order
-    _check_counts(spec, main)
+    used_models = {m.pk: m for m in condition_models.values()}
+    for used in used_models.values():
+        _check_counts(spec, [p.under(used) for p in main], used, named=len(used_models) > 1)
     arms = arms_build(spec)
     explanations = {
-        (e.item_id, e.method, e.target_index): e
+        (e.model_id, e.item_id, e.method, e.target_index): e
         # several parameter variants of a method: the most recent artifact wins
         for e in Explanation.objects.filter(
-            model=model, item__dataset=dataset, method__in=methods
+            model__in={m.pk for m in condition_models.values()},
+            item__dataset=dataset,
+            method__in=methods,
         ).order_by("created_at", "id")
     }
     study.title = spec["title"]
@@ -255,7 +281,7 @@ def _build(study: Study, spec: dict) -> None:
         },
     }
     study.save()
-    builder = _TrialBuilder(study, model, explanations, conditions, spec)
+    builder = _TrialBuilder(study, condition_models, explanations, conditions, spec)
     names = list(conditions)
     for arm in arms:
         for block, task in enumerate(arm.tasks):
@@ -281,6 +307,33 @@ def _build(study: Study, spec: dict) -> None:
                     )
     for j, q in enumerate(spec["questionnaires"]):
         builder.survey(100 + j, q)
+    if len(set(condition_models.values())) > 1:
+        _check_arm_counts(study, spec)
+
+
+def _check_arm_counts(study: Study, spec: dict) -> None:
+    """With a model per condition, whether the model is right depends on the condition: every
+    arm's task block must still hold the model-correct / -incorrect trials asked for.
+
+    Raises:
+        StudyDesignError: naming the arm (the transaction then leaves nothing behind).
+    """
+    trials = spec["trials"]
+    if trials.get("model_correct") is None:
+        return
+    counts: dict[tuple[str, int], list[int]] = {}
+    for arm, block, right in study.trials.filter(kind=TrialKind.MAIN).values_list(
+        "arm", "block", "model_correct"
+    ):
+        counts.setdefault((arm, block), [0, 0])[0 if right else 1] += 1
+    for (arm, _), (n_right, n_wrong) in sorted(counts.items()):
+        if n_right < trials["model_correct"] or n_wrong < trials["model_incorrect"]:
+            raise StudyDesignError(
+                f"trials: arm {arm!r} has {n_right} trials where its condition's model is "
+                f"right and {n_wrong} where it is wrong, fewer than the "
+                f"{trials['model_correct']} + {trials['model_incorrect']} asked; use more "
+                "items or ask for fewer trials"
+            )
 
 
 def _join_code() -> str:
@@ -291,7 +344,38 @@ def _join_code() -> str:
             return code
 
 
-def _item_plans(spec, model, dataset, methods) -> list[_ItemPlan]:
+def _condition_models(spec: dict, model: ClassifierModel) -> dict[str, ClassifierModel]:
+    """Each condition's model (its ``model`` field, else the spec's), checked: registered,
+    the same classes as the spec's model, and the kind its method needs.
+
+    Raises:
+        StudyDesignError: naming the condition and what is wrong.
+    """
+    out: dict[str, ClassifierModel] = {}
+    for i, c in enumerate(spec["conditions"]):
+        name = c.get("model") or spec["model"]
+        used = model if name == model.name else ClassifierModel.objects.filter(name=name).first()
+        if used is None:
+            raise StudyDesignError(f"conditions[{i}].model: no registered model named {name!r}")
+        if list(used.class_names) != list(model.class_names):
+            raise StudyDesignError(
+                f"conditions[{i}].model: {used.name!r} has other classes than the spec's model "
+                f"{model.name!r}; conditions can only be compared on the same classes"
+            )
+        kind = STRUCTURED_METHODS.get(c["method"])
+        if kind is not None and used.kind != kind:
+            raise StudyDesignError(
+                f"conditions[{i}]: method {c['method']!r} shows the evidence of a {kind} model, "
+                f"and {used.name!r} is a {used.kind} model; set conditions[{i}].model to one "
+                f"(manage.py label_train DATASET --architecture {kind})"
+            )
+        out[c["name"]] = used
+    return out
+
+
+def _item_plans(spec, condition_models: dict[str, ClassifierModel], dataset) -> list[_ItemPlan]:
+    """The usable items: labelled, with a prediction of every condition's model and the
+    explanations each condition's method needs (for the candidates of its model)."""
     items = dataset.items.all().order_by("id")
     sel = spec.get("items") or {}
     if sel.get("split"):
@@ -301,42 +385,68 @@ def _item_plans(spec, model, dataset, methods) -> list[_ItemPlan]:
         missing = set(sel["names"]) - set(items.values_list("name", flat=True))
         if missing:
             raise StudyDesignError(f"items.names: not in the dataset: {sorted(missing)}")
+    models = {m.pk: m for m in condition_models.values()}
+    methods_of = {pk: set() for pk in models}
+    for c in spec["conditions"]:
+        if c["method"] != NO_EXPLANATION:
+            methods_of[condition_models[c["name"]].pk].add(c["method"])
     predictions = {
-        p.item_id: p for p in Prediction.objects.filter(model=model, item__dataset=dataset)
+        (p.model_id, p.item_id): p
+        for p in Prediction.objects.filter(model__in=list(models), item__dataset=dataset)
     }
     have = set(
         Explanation.objects.filter(
-            model=model, item__dataset=dataset, method__in=methods
-        ).values_list("item_id", "method", "target_index")
+            model__in=list(models),
+            item__dataset=dataset,
+            method__in=set().union(*methods_of.values()),
+        ).values_list("model_id", "item_id", "method", "target_index")
     )
-    k = min(4, model.num_classes)
+    first = condition_models[spec["conditions"][0]["name"]]
     plans, skipped = [], 0
     for item in items.select_related("dataset"):
-        prediction, truth = predictions.get(item.pk), item.label_for(model)
-        if prediction is None or truth is None:
+        by_model = {}
+        for pk, model in models.items():
+            prediction, truth = predictions.get((pk, item.pk)), item.label_for(model)
+            if prediction is None or truth is None:
+                break
+            k = min(4, model.num_classes)
+            candidates = _candidates(prediction, truth, k)
+            needed = set(candidates) | {prediction.predicted_index}
+            if len(candidates) != k or any(
+                (pk, item.pk, m, c) not in have for m in methods_of[pk] for c in needed
+            ):
+                break
+            by_model[pk] = _ItemPlan(
+                item, prediction, truth, prediction.predicted_index == truth, candidates
+            )
+        if len(by_model) != len(models):
             skipped += 1
             continue
-        candidates = _candidates(prediction, truth, k)
-        needed = set(candidates) | {prediction.predicted_index}
-        if len(candidates) != k or any(
-            (item.pk, m, c) not in have for m in methods for c in needed
-        ):
-            skipped += 1
-            continue
+        top = by_model[first.pk]
         plans.append(
-            _ItemPlan(item, prediction, truth, prediction.predicted_index == truth, candidates)
+            _ItemPlan(item, top.prediction, top.truth, top.correct, top.candidates, by_model)
         )
         if sel.get("limit") and len(plans) >= sel["limit"]:
             break
     if not plans:
+        methods = set().union(*methods_of.values())
+        several = " of every condition's model" if len(models) > 1 else ""
         raise StudyDesignError(
-            "no labelled item has a prediction and explanations for every condition's method "
-            f"({', '.join(sorted(methods)) or 'none'}); run an explanation job first"
+            f"no labelled item has a prediction{several} and explanations for every "
+            f"condition's method ({', '.join(sorted(methods)) or 'none'}); run an explanation "
+            "job first"
+            + (
+                " for each model on the same items (manage.py explain --split ... --limit ...)"
+                if several
+                else ""
+            )
         )
     return plans
 
 
-def _check_counts(spec: dict, main: list[_ItemPlan]) -> None:
+def _check_counts(
+    spec: dict, main: list[_ItemPlan], model: ClassifierModel, named: bool = False
+) -> None:
     trials = spec["trials"]
     n_right = sum(p.correct for p in main)
     n_wrong = len(main) - n_right
@@ -346,6 +456,7 @@ def _check_counts(spec: dict, main: list[_ItemPlan]) -> None:
                 f"trials: {trials['model_correct']} model-correct + "
                 f"{trials['model_incorrect']} model-incorrect trials asked, but the main items "
                 f"have {n_right} where the model is right and {n_wrong} where it is wrong"
+                + (f" (model {model.name!r})" if named else "")
             )
     elif trials.get("per_participant") and trials["per_participant"] > len(main):
         raise StudyDesignError(
@@ -355,75 +466,174 @@ def _check_counts(spec: dict, main: list[_ItemPlan]) -> None:
 
 
 class _TrialBuilder:
-    def __init__(self, study, model, explanations, conditions, spec):
-        self.study, self.model = study, model
+    def __init__(self, study, condition_models, explanations, conditions, spec):
+        self.study = study
+        self.condition_models = condition_models
         self.explanations, self.conditions = explanations, conditions
         self.wording = {
             t["type"]: {k: v for k, v in t.items() if k != "type"} for t in spec["tasks"]
         }
-        self.stimuli = _Stimuli(study, model)
+        self.stimuli = _Stimuli(study)
         self.index = 0
+        self._sources: dict[int, Item] = {}
 
-    def _saliency(self, plan: _ItemPlan, method: str, target: int) -> np.ndarray:
-        return explanation_array_load(self.explanations[(plan.item.pk, method, target)])
+    def _explanation(self, model, plan: _ItemPlan, method: str, target: int) -> Explanation:
+        return self.explanations[(model.pk, plan.item.pk, method, target)]
+
+    def _saliency(self, model, plan: _ItemPlan, method: str, target: int) -> np.ndarray:
+        return explanation_array_load(self._explanation(model, plan, method, target))
 
     def _next_index(self) -> int:
         self.index += 1
         return self.index - 1
 
+    def _source_item(self, model: ClassifierModel, source_index: int) -> Item:
+        """The training item a prototype was pushed to (``model.details``)."""
+        item_id = (model.details or {}).get("prototype_items", {}).get(str(source_index))
+        if item_id is None:
+            raise StudyDesignError(
+                f"model {model.name!r} does not record the training item of prototype source "
+                f"{source_index}; retrain it with manage.py label_train --architecture protopnet"
+            )
+        if item_id not in self._sources:
+            self._sources[item_id] = Item.objects.get(pk=item_id)
+        return self._sources[item_id]
+
+    def _prototype_panel(self, model, plan, target, view, shown: int, prefix: str, stimuli):
+        """The top ``shown`` prototypes of class ``target``: for each, "this part" (the test
+        image with the prototype's activation and its best cell boxed) and "looks like that"
+        (the training image it was pushed to, its patch boxed), saved as stimuli slots
+        ``{prefix}{j}r`` / ``{prefix}{j}s``; returns the public descriptions."""
+        details = self._explanation(model, plan, PROTOTYPES, target).details
+        out = []
+        for j, p in enumerate(details.get("prototypes", [])[:shown]):
+            region, source = f"{prefix}{j}r", f"{prefix}{j}s"
+            stimuli[region] = self.stimuli.save(
+                (plan.item.pk, model.pk, "proto-region", target, p["prototype"]),
+                lambda p=p: rendering.activation_picture(view, p["activation"], p["test_box"]),
+            )
+            src_item = self._source_item(model, p["source_index"])
+            src_view = self.stimuli.view(src_item, model)
+            stimuli[source] = self.stimuli.save(
+                (src_item.pk, model.pk, "proto-source", p["prototype"]),
+                lambda p=p, v=src_view: rendering.boxed_picture(v, p["source_box"]),
+            )
+            out.append(
+                {"region": region, "source": source, "similarity": round(p["similarity"], 2)}
+            )
+        return out
+
+    def _concept_panel(self, model, plan, target, max_concepts: int | None) -> dict:
+        """The concept contributions to class ``target``'s score, largest |contribution|
+        first, at most ``max_concepts`` listed and the rest summed (Koh et al., ICML 2020)."""
+        d = self._explanation(model, plan, CONCEPTS, target).details
+        terms = [
+            {"name": name.replace("_", " "), "activation": round(a, 2), "contribution": round(c, 2)}
+            for name, a, c in zip(d["concepts"], d["activations"], d["contributions"], strict=True)
+        ]
+        order = sorted(range(len(terms)), key=lambda j: (-abs(d["contributions"][j]), j))
+        k = len(terms) if max_concepts is None else min(max_concepts, len(terms))
+        rest = [d["contributions"][j] for j in order[k:]]
+        return {
+            "terms": [terms[j] for j in order[:k]],
+            "rest": {"count": len(rest), "contribution": round(sum(rest), 2)} if rest else None,
+            "bias": round(d["bias"], 2),
+            "score": round(d["logit"], 2),
+        }
+
     def add(self, arm, block, kind, task, condition, plan: _ItemPlan, check: int | None = None):
-        method = self.conditions[condition]["method"]
+        spec_condition = self.conditions[condition]
+        method = spec_condition["method"]
+        model = self.condition_models[condition]
+        plan = plan.under(model)
         explained = method != NO_EXPLANATION
-        item, model = plan.item, self.model
-        view = self.stimuli.view(item)
-        stimuli = {"photo": self.stimuli.save((item.pk, "photo"), lambda: view)}
+        item = plan.item
+        view = self.stimuli.view(item, model)
+        stimuli = {
+            "photo": self.stimuli.save(
+                (item.pk, model.input_size, model.resize_policy, "photo"), lambda: view
+            )
+        }
         options, option_classes, correct_value = [], {}, ""
         config = dict(self.wording.get(task, {}))
         config["explained"] = explained
+        shown = spec_condition.get("prototypes", DEFAULT_PROTOTYPES_SHOWN)
+        max_concepts = spec_condition.get("max_concepts")
+        if method in STRUCTURED_METHODS:
+            config["explanation"] = method
         if task in SCALES:
             options = [{"value": v, "label": label} for v, label in SCALES[task]]
-        if task == TaskType.AGREEMENT and explained:
-            pred = plan.prediction.predicted_index
+        pred = plan.prediction.predicted_index
+        if task == TaskType.AGREEMENT and method == PROTOTYPES:
+            config["prototypes"] = self._prototype_panel(
+                model, plan, pred, view, shown, "p", stimuli
+            )
+            config["rate_prototypes"] = kind != TrialKind.ATTENTION
+        elif task == TaskType.AGREEMENT and method == CONCEPTS:
+            config["concepts"] = self._concept_panel(model, plan, pred, max_concepts)
+        elif task == TaskType.AGREEMENT and explained:
             stimuli["heatmap"] = self.stimuli.save(
-                (item.pk, method, "each", pred),
-                lambda: rendering.overlays(view, self._saliency(plan, method, pred)[None])[0],
+                (item.pk, model.pk, method, "each", pred),
+                lambda: rendering.overlays(view, self._saliency(model, plan, method, pred)[None])[
+                    0
+                ],
             )
         elif task in (TaskType.DISTINCTION, TaskType.OUTPUT_PREDICTION):
             order = list(plan.candidates)
             random.Random(f"{self.study.pk}:{item.pk}").shuffle(order)
             joint = None
-            if explained:  # one colour scale for the k maps shown together (signed or not)
-                maps = np.stack([self._saliency(plan, method, c) for c in order])
+            if explained and method not in STRUCTURED_METHODS:
+                # one colour scale for the k maps shown together (signed or not)
+                maps = np.stack([self._saliency(model, plan, method, c) for c in order])
                 joint = rendering.overlays(view, maps, joint=True)
             for pos, cls in enumerate(order):
                 option = {"value": str(pos), "label": model.class_name(cls)}
                 if joint is not None:
                     slot = f"h{pos}"
                     stimuli[slot] = self.stimuli.save(
-                        (item.pk, method, "joint", tuple(order), pos),
+                        (item.pk, model.pk, method, "joint", tuple(order), pos),
                         lambda picture=joint[pos]: picture,
                     )
                     option["image"] = slot
+                elif method == PROTOTYPES:
+                    option["prototypes"] = self._prototype_panel(
+                        model, plan, cls, view, shown, f"c{pos}p", stimuli
+                    )
+                elif method == CONCEPTS:
+                    option["concepts"] = self._concept_panel(model, plan, cls, max_concepts)
                 options.append(option)
                 option_classes[str(pos)] = cls
-            key_class = (
-                plan.truth if task == TaskType.DISTINCTION else plan.prediction.predicted_index
-            )
+            key_class = plan.truth if task == TaskType.DISTINCTION else pred
             correct_value = str(order.index(key_class))
+        elif task == TaskType.SIMILARITY and method == PROTOTYPES:
+            # the model's own prototype: its best-matching patch of this image beside the
+            # training patch it was pushed to
+            top = self._explanation(model, plan, PROTOTYPES, pred).details["prototypes"][0]
+            src_item = self._source_item(model, top["source_index"])
+            src_view = self.stimuli.view(src_item, model)
+            stimuli["region"] = self.stimuli.save(
+                (item.pk, model.pk, "proto-crop", pred, top["prototype"]),
+                lambda: rendering.box_crop(view, top["test_box"], SIMILARITY_CROP),
+            )
+            stimuli["prototype"] = self.stimuli.save(
+                (src_item.pk, model.pk, "proto-source-crop", top["prototype"]),
+                lambda: rendering.box_crop(src_view, top["source_box"], SIMILARITY_CROP),
+            )
         elif task == TaskType.SIMILARITY:
-            pred = plan.prediction.predicted_index
-            prototype = self._prototype(plan, method)
+            prototype = self._prototype(model, plan, method)
             if prototype is None:
                 return None  # no other item predicted as this class: nothing to compare
             stimuli["region"] = self.stimuli.save(
-                (item.pk, method, "crop", pred),
-                lambda: _peak_crop(view, self._saliency(plan, method, pred), SIMILARITY_CROP),
-            )
-            proto_view = self.stimuli.view(prototype.item)
-            stimuli["prototype"] = self.stimuli.save(
-                (prototype.item.pk, method, "crop", pred),
+                (item.pk, model.pk, method, "crop", pred),
                 lambda: _peak_crop(
-                    proto_view, self._saliency(prototype, method, pred), SIMILARITY_CROP
+                    view, self._saliency(model, plan, method, pred), SIMILARITY_CROP
+                ),
+            )
+            proto_view = self.stimuli.view(prototype.item, model)
+            stimuli["prototype"] = self.stimuli.save(
+                (prototype.item.pk, model.pk, method, "crop", pred),
+                lambda: _peak_crop(
+                    proto_view, self._saliency(model, prototype, method, pred), SIMILARITY_CROP
                 ),
             )
         elif task == TaskType.REGION_ANNOTATION:
@@ -449,8 +659,8 @@ class _TrialBuilder:
             condition=condition,
             task_type=task,
             item=item,
-            predicted_index=plan.prediction.predicted_index,
-            predicted_label=model.class_name(plan.prediction.predicted_index),
+            predicted_index=pred,
+            predicted_label=model.class_name(pred),
             true_index=plan.truth,
             model_correct=plan.correct,
             options=options,
@@ -460,14 +670,19 @@ class _TrialBuilder:
             config=config,
         )
 
-    def _prototype(self, plan: _ItemPlan, method: str) -> _ItemPlan | None:
+    def _prototype(self, model, plan: _ItemPlan, method: str) -> _ItemPlan | None:
         """The most confident other item predicted as the same class (a stand-in prototype
-        until the model has learned prototypes of its own)."""
+        for models without prototypes of their own)."""
         best = None
-        for (item_id, m, target), _ in self.explanations.items():
-            if m != method or target != plan.prediction.predicted_index or item_id == plan.item.pk:
+        for (model_id, item_id, m, target), _ in self.explanations.items():
+            if (
+                model_id != model.pk
+                or m != method
+                or target != plan.prediction.predicted_index
+                or item_id == plan.item.pk
+            ):
                 continue
-            other = Prediction.objects.filter(model=self.model, item_id=item_id).first()
+            other = Prediction.objects.filter(model=model, item_id=item_id).first()
             if other is None or other.predicted_index != target:
                 continue
             if best is None or other.probability > best.prediction.probability:

@@ -26,6 +26,7 @@ from .tasktypes import (
     DEMOGRAPHIC_FIELDS,
     DEMOGRAPHIC_LABELS,
     REGION_GRID,
+    SIMILARITY_SCALE,
     TRADEOFF_SCENARIOS,
     plugin,
 )
@@ -50,6 +51,19 @@ def _options_for(participant: Participant, trial) -> list[dict]:
     return options
 
 
+def _prototypes_public(participant: Participant, position: int, prototypes: list) -> list:
+    """Prototype pairs as shown: "this part" and "looks like that" image URLs (random stimulus
+    names) and the similarity score; never the prototype's class or source item."""
+    return [
+        {
+            "region": _stimulus_url(participant, position, p["region"]),
+            "source": _stimulus_url(participant, position, p["source"]),
+            "similarity": p["similarity"],
+        }
+        for p in prototypes
+    ]
+
+
 def _trial_payload(participant: Participant, position: int, trial) -> dict:
     task = plugin(trial)
     cfg = trial.config or {}
@@ -71,6 +85,13 @@ def _trial_payload(participant: Participant, position: int, trial) -> dict:
         payload["predicted_label"] = trial.predicted_label
         if "heatmap" in trial.stimuli:
             payload["heatmap"] = _stimulus_url(participant, position, "heatmap")
+    payload["explanation"] = cfg.get("explanation", "")  # "prototypes", "concepts" or ""
+    if cfg.get("prototypes"):
+        payload["prototypes"] = _prototypes_public(participant, position, cfg["prototypes"])
+        payload["rate_prototypes"] = bool(cfg.get("rate_prototypes"))
+        payload["similarity_scale"] = [{"value": v, "label": lab} for v, lab in SIMILARITY_SCALE]
+    if cfg.get("concepts"):
+        payload["concepts"] = cfg["concepts"]
     if trial.task_type == TaskType.HUMAN_OR_MACHINE:
         # display units only: their text and GLTR bucket (never the rank values' source)
         payload["spans"] = [
@@ -99,6 +120,10 @@ def _trial_payload(participant: Participant, position: int, trial) -> dict:
         public = {"value": option["value"], "label": option["label"]}
         if "image" in option:
             public["heatmap"] = _stimulus_url(participant, position, option["image"])
+        if "prototypes" in option:
+            public["prototypes"] = _prototypes_public(participant, position, option["prototypes"])
+        if "concepts" in option:
+            public["concepts"] = option["concepts"]
         payload["options"].append(public)
     trial_shown(participant=participant, position=position)
     limit = time_limit_s(participant.study, trial)

@@ -94,7 +94,12 @@ def simulated_answer(trial: Trial, rm: ResponseModel, rng: random.Random):
         if task == TaskType.AGREEMENT:
             right_side = ("1", "2") if trial.model_correct else ("3", "4")
             wrong_side = ("3", "4") if trial.model_correct else ("1", "2")
-            return rng.choice(right_side if correct else wrong_side)
+            choice = rng.choice(right_side if correct else wrong_side)
+            cfg = trial.config or {}
+            if cfg.get("rate_prototypes") and cfg.get("prototypes"):  # HIVE's 1-4 ratings
+                ratings = [str(rng.randint(1, 4)) for _ in cfg["prototypes"]]
+                return {"answer": choice, "ratings": ratings}
+            return choice
         if task == TaskType.HUMAN_OR_MACHINE:  # "right" = machine text, "wrong" = human text
             human = trial.true_index == 0
             right_side = ("1", "2") if human else ("3", "4")

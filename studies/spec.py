@@ -106,6 +106,30 @@ SPEC_SCHEMA: dict[str, Any] = {
                     "name": {"type": "string", "pattern": "^[a-z0-9_-]{1,40}$"},
                     "method": {"type": "string", "minLength": 1, "maxLength": 50},
                     "label": {"type": "string", "maxLength": 100},
+                    "model": {
+                        "type": "string",
+                        "minLength": 1,
+                        "description": "The registered model this condition explains "
+                        "(default: the spec's model), e.g. a ProtoPNet for method "
+                        "'prototypes' and a concept-bottleneck model for 'concepts', to "
+                        "compare explanation types on the same items. Its classes must be "
+                        "those of the spec's model.",
+                    },
+                    "prototypes": {
+                        "type": "integer",
+                        "minimum": 1,
+                        "maximum": 10,
+                        "default": 3,
+                        "description": "Method 'prototypes': prototypes shown per class.",
+                    },
+                    "max_concepts": {
+                        "type": "integer",
+                        "minimum": 1,
+                        "maximum": 64,
+                        "description": "Method 'concepts': show only this many concepts with "
+                        "the largest contributions (the rest summed into one line); default "
+                        "all. Accuracy falls as concepts grow (Ramaswamy et al., CVPR 2023).",
+                    },
                 },
             },
         },
@@ -265,6 +289,12 @@ def spec_parse(data: dict) -> dict:
     names = [c["name"] for c in spec["conditions"]]
     if len(set(names)) != len(names):
         errors.append(f"conditions: names must be unique, got {names}")
+    for i, c in enumerate(spec["conditions"]):
+        for option, method in (("prototypes", "prototypes"), ("max_concepts", "concepts")):
+            if option in c and c["method"] != method:
+                errors.append(
+                    f"conditions[{i}].{option}: only for method {method!r}, not {c['method']!r}"
+                )
     types = [t["type"] for t in spec["tasks"]]
     if len(set(types)) != len(types):
         errors.append(f"tasks: each task type at most once, got {types}")

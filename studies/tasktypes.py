@@ -174,6 +174,49 @@ class TaskPlugin:
 
 
 class AgreementTask(TaskPlugin):
+    """HIVE's agreement task. With prototype evidence (``trial.config["rate_prototypes"]``),
+    each prototype shown is also rated for how similar its two boxed parts are (1-4, HIVE's
+    per-prototype similarity rating; Kim et al., ECCV 2022, Sec. 4.2): the raw answer is then
+    ``{"answer": "1".."4", "ratings": ["1".."4", ...]}`` (a form posts ``rating-0``, ...), and
+    the ratings are stored as integers in ``Answer.data["ratings"]``, in display order."""
+
+    def from_form(self, post) -> Any:
+        keys = [k for k in post if k.startswith("rating-") and k[7:].isdigit()]
+        if not keys:
+            return post.get("answer", "")
+        n = max(int(k[7:]) for k in keys) + 1
+        return {
+            "answer": post.get("answer", ""),
+            "ratings": [post.get(f"rating-{j}", "") for j in range(n)],
+        }
+
+    def validate(self, trial, raw: Any) -> Answer:
+        cfg = trial.config or {}
+        need = len(cfg.get("prototypes") or []) if cfg.get("rate_prototypes") else 0
+        ratings_raw = None
+        if isinstance(raw, dict):
+            ratings_raw = raw.get("ratings")
+            raw = raw.get("answer", "")
+        answer = super().validate(trial, raw)
+        if not need:
+            if ratings_raw:
+                raise InvalidAnswer("this trial has no prototypes to rate")
+            return answer
+        if not isinstance(ratings_raw, list) or len(ratings_raw) != need:
+            raise InvalidAnswer(
+                "please rate how similar the two parts of each prototype are before continuing"
+            )
+        allowed = {v for v, _ in SIMILARITY_SCALE}
+        ratings = []
+        for j, value in enumerate(ratings_raw):
+            value = _scalar(value)
+            if value not in allowed:
+                raise InvalidAnswer(
+                    f"please rate how similar the parts of prototype {j + 1} are (1 to 4)"
+                )
+            ratings.append(int(value))
+        return Answer(answer.text, {"ratings": ratings})
+
     def score(self, trial, answer: Answer) -> bool | None:
         if trial.correct_value:  # attention check: an instructed answer
             return answer.text == trial.correct_value

@@ -33,6 +33,7 @@ caveat there).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import re
@@ -329,28 +330,28 @@ def concept_set_read(
         raise ValueError(f"need 1 <= min_images <= max_images, got {min_images}, {max_images}")
     path = Path(source)
     budget = _Budget(max_total_bytes, max_total_bytes)
-    archive: zipfile.ZipFile | None = None
-    if path.is_dir():
-        found, skipped = _folder_files(name, path, max_members)
+    with contextlib.ExitStack() as stack:
+        if path.is_dir():
+            found, skipped = _folder_files(name, path, max_members)
 
-        def read(member: str, handle) -> bytes:
-            return _read_folder_file(name, member, handle, budget)
+            def read(member: str, handle) -> bytes:
+                return _read_folder_file(name, member, handle, budget)
 
-    elif path.is_file():
-        try:
-            archive = zipfile.ZipFile(path)
-        except (zipfile.BadZipFile, OSError) as exc:
-            raise ConceptSetError(
-                f"concept {name!r}: {path} is neither a folder nor a readable zip archive ({exc})"
-            ) from None
-        found, skipped = _zip_members(name, archive, str(path), max_members, max_total_bytes)
+        elif path.is_file():
+            try:
+                archive = stack.enter_context(zipfile.ZipFile(path))
+            except (zipfile.BadZipFile, OSError) as exc:
+                raise ConceptSetError(
+                    f"concept {name!r}: {path} is neither a folder nor a readable zip archive "
+                    f"({exc})"
+                ) from None
+            found, skipped = _zip_members(name, archive, str(path), max_members, max_total_bytes)
 
-        def read(member: str, handle) -> bytes:
-            return _read_zip_member(name, archive, member, handle, budget)
+            def read(member: str, handle) -> bytes:
+                return _read_zip_member(name, archive, member, handle, budget)
 
-    else:
-        raise ConceptSetError(f"concept {name!r}: {path} does not exist")
-    try:
+        else:
+            raise ConceptSetError(f"concept {name!r}: {path} does not exist")
         if len(found) > max_images:
             raise ConceptSetError(
                 f"concept {name!r}: {path} has {len(found)} images, more than max_images="
@@ -374,9 +375,6 @@ def concept_set_read(
                 bad.append(f"{member}: cannot read ({exc})")
                 continue
             images.append(center_square_resize(decoded.pixels, size))
-    finally:
-        if archive is not None:
-            archive.close()
     if bad:
         more = f"; and {len(bad) - _LISTED} more" if len(bad) > _LISTED else ""
         raise ConceptSetError(

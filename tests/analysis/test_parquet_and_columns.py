@@ -187,7 +187,14 @@ def test_the_new_columns_hold_real_values(run_study):
     study, people = run_study
     frame = study_responses_frame(study)
     assert list(frame.columns) == RESPONSE_COLUMNS
-    assert RESPONSE_COLUMNS[-4:] == ["method", "confidence", "attention_check", "exclusion_reason"]
+    assert RESPONSE_COLUMNS[-6:] == [
+        "method",
+        "confidence",
+        "attention_check",
+        "exclusion_reason",
+        "explanation_type",
+        "classifier",
+    ]
     ids = {name: p.public_id for name, p in people.items()}
 
     # method: the condition's method when an explanation was shown, else empty
