@@ -147,7 +147,9 @@ class StudyReportApi(APIView):
     """``GET /api/studies/<slug>/report/?simulated=...&mixed=auto|true|false``: the full
     analysis as JSON (:func:`analysis.report.report_records`): accuracy, per-participant
     t-tests, pairwise comparisons with Holm, logistic and mixed-effects models, power,
-    response times, confidence, human-vs-automatic correlations and warnings."""
+    response times, confidence, human-vs-automatic correlations, rater agreement, detection
+    (text studies), conditions compared on the same items (``same_items``,
+    ``same_items_tests``) and warnings."""
 
     @extend_schema(
         parameters=[

@@ -60,7 +60,7 @@ CODEBOOK: dict[str, tuple[str, str]] = {
         "text",
         "Kind of explanation shown, from the condition's method: heatmap (gradcam, saliency, "
         "lime, ... any attribution map), prototype (method prototypes), concept (method "
-        "concepts) or none (method 'none'); empty where method is empty for want of an "
+        "concepts), highlights (GLTR text studies) or none (method 'none'); empty where method is empty for want of an "
         "explanation slot: region annotation, questionnaires.",
     ),
     "classifier": (
@@ -73,7 +73,11 @@ CODEBOOK: dict[str, tuple[str, str]] = {
 
 #: Explanation method -> kind of explanation (:func:`explanation_type`); methods not listed
 #: (gradcam, saliency, integrated_gradients, lime, rise, ...) are attribution maps: "heatmap".
-EXPLANATION_TYPES: dict[str, str] = {"prototypes": "prototype", "concepts": "concept"}
+EXPLANATION_TYPES: dict[str, str] = {
+    "prototypes": "prototype",
+    "concepts": "concept",
+    "gltr": "highlights",  # GLTR's token-rank colours in text studies
+}
 
 #: The method of conditions that show no explanation (``studies.design.NO_EXPLANATION``).
 NO_EXPLANATION_METHOD = "none"
@@ -82,8 +86,9 @@ NO_EXPLANATION_METHOD = "none"
 def explanation_type(method: str | None) -> str:
     """The kind of explanation a method shows: ``"prototype"`` (ProtoPNet evidence, Chen et
     al. NeurIPS 2019), ``"concept"`` (concept-bottleneck contributions, Koh et al. ICML 2020),
-    ``"none"`` for ``"none"`` or an empty / missing method, and ``"heatmap"`` for any other
-    method (attribution maps; also GLTR's token highlights of text studies)."""
+    ``"highlights"`` (GLTR's token-rank colours, Gehrmann et al. ACL 2019 demo), ``"none"``
+    for ``"none"`` or an empty / missing method, and ``"heatmap"`` for any other method
+    (attribution maps)."""
     if not method or method == NO_EXPLANATION_METHOD:
         return "none"
     return EXPLANATION_TYPES.get(str(method), "heatmap")

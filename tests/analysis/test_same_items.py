@@ -270,6 +270,7 @@ def test_explanation_type_of_each_method():
         assert explanation_type(method) == "heatmap"
     assert explanation_type("prototypes") == "prototype"
     assert explanation_type("concepts") == "concept"
+    assert explanation_type("gltr") == "highlights"
     assert explanation_type("none") == explanation_type("") == explanation_type(None) == "none"
 
 
@@ -357,7 +358,7 @@ def test_a_text_study_has_no_classifier_and_gltr_counts_as_a_highlight(text_stud
     assert len(frame) and set(frame["classifier"]) == {""}  # the model is a language model
     main = frame[frame["kind"] == "main"]
     types = main.groupby("condition")["explanation_type"].agg(set).to_dict()
-    assert types == {"gltr": {"heatmap"}, "plain": {"none"}}
+    assert types == {"gltr": {"highlights"}, "plain": {"none"}}
     # no model-right split where no classifier predicted: the splits stay empty
     report = build_report(frame, mixed=False)
     same = report.same_items.set_index("condition")

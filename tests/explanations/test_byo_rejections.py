@@ -342,7 +342,9 @@ def test_unknown_resize_policy(media, good):
 def test_unknown_kind(media, good):
     good["kind"] = "onnx"
     register_fails(
-        media, "unknown model kind 'onnx'; use one of ['builtin', 'factory', 'torchscript']", **good
+        media,
+        "unknown model kind 'onnx'; use one of ['builtin', 'factory', 'torchscript', 'protopnet', 'cbm']",
+        **good,
     )
 
 

@@ -119,3 +119,39 @@ def test_a_pickled_checkpoint_is_never_registered_as_a_protopnet(tmp_path, db):
     with pytest.raises(ModelRegistrationError, match="not a protopnet model file"):
         model_register(name="evil", weights_path=path, class_names=["a", "b"], kind="protopnet")
     assert not ClassifierModel.objects.exists()
+
+
+def test_boxed_and_activation_pictures_put_the_box_where_the_receptive_field_is():
+    from explanations import rendering
+
+    image = np.zeros((28, 28, 3), dtype=np.uint8)
+    boxed = rendering.boxed_picture(image, (4, 8, 12, 20))
+    assert boxed.shape == (112, 112, 3)  # 28 px enlarged 4x (at least 112 px a side)
+    yellow = np.all(boxed == rendering.BOX_COLOUR, axis=2)
+    rows, cols = np.nonzero(yellow)
+    assert (cols.min(), rows.min(), cols.max(), rows.max()) == (16, 32, 47, 79)
+    big = np.zeros((224, 224, 3), dtype=np.uint8)
+    assert rendering.boxed_picture(big, None).shape == (224, 224, 3)  # large views unchanged
+    cells = np.zeros((7, 7), dtype=np.float32)
+    cells[1, 5] = 3.0
+    shown = rendering.activation_picture(image, cells, None)
+    assert shown.shape == (112, 112, 3)
+    # the activation is strongest where the hot cell is (upper right), absent far from it
+    # (cell (1, 5) of 7 covers pixels 4-8 x 20-24 of 28; the colour map runs blue -> red)
+    hot = shown[5 * 4 : 7 * 4, 21 * 4 : 23 * 4].astype(int)
+    cold = shown[20 * 4 :, : 8 * 4].astype(int)
+    assert hot[..., 0].mean() > 50 and hot[..., 2].mean() < 20
+    assert cold[..., 0].mean() < 5 and cold[..., 2].mean() > 50
+    crop = rendering.box_crop(image + 7, (26, 26, 40, 40), 64)  # clipped to the image
+    assert crop.shape == (64, 64, 3) and (crop == 7).all()
+
+
+def test_label_train_refuses_options_of_another_architecture(shapes):
+    from django.core.management import CommandError, call_command
+
+    with pytest.raises(CommandError, match="--folds applies to --architecture cnn only"):
+        call_command("label_train", "shapes", "--architecture", "protopnet", "--folds", "2")
+    with pytest.raises(CommandError, match="--last-epochs applies to --architecture protopnet"):
+        call_command("label_train", "shapes", "--architecture", "cbm", "--last-epochs", "2")
+    with pytest.raises(CommandError, match="needs an attribute table"):
+        call_command("label_train", "shapes", "--architecture", "cbm")
