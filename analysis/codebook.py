@@ -60,8 +60,8 @@ CODEBOOK: dict[str, tuple[str, str]] = {
         "text",
         "Kind of explanation shown, from the condition's method: heatmap (gradcam, saliency, "
         "lime, ... any attribution map), prototype (method prototypes), concept (method "
-        "concepts), highlights (GLTR text studies) or none (method 'none'); empty where method is empty for want of an "
-        "explanation slot: region annotation, questionnaires.",
+        "concepts), highlights (GLTR text studies) or none (method 'none'); empty where "
+        "method is empty for want of an explanation slot: region annotation, questionnaires.",
     ),
     "classifier": (
         "text",
