@@ -75,6 +75,11 @@ def curation_project_create(
     """
     if run.status != RunStatus.SUCCEEDED:
         raise LabelingError(f"training run {run.pk} has not finished successfully")
+    if run.architecture != "cnn":
+        raise LabelingError(
+            f"training run {run.pk} trained a {run.get_architecture_display()}, which has no "
+            "out-of-sample probabilities; rank labels with a cross-fitted CNN run"
+        )
     if score not in Score.values:
         raise LabelingError(f"score must be one of {Score.values}")
     if scope not in Scope.values:

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import io
 import json
+import tempfile
 import threading
+from pathlib import Path
 
 import numpy as np
 from django.contrib import messages
@@ -35,6 +37,7 @@ from explanations.models import Dataset, Item
 from . import curation
 from .curation import DecisionConflict, QueueFilter
 from .models import (
+    Architecture,
     Assignment,
     CurationProject,
     LabelVersion,
@@ -114,6 +117,7 @@ def labeling_home(request: HttpRequest) -> HttpResponse:
             users=get_user_model().objects.filter(is_active=True).order_by("username"),
             scores=Score.choices,
             scopes=Scope.choices,
+            architectures=Architecture.choices,
         )
     return render(request, "labeling/home.html", context)
 
@@ -128,6 +132,7 @@ def run_start(request: HttpRequest) -> HttpResponse:
         version = get_object_or_404(
             LabelVersion, pk=_int_or_404(request.POST["version"]), dataset=dataset
         )
+    architecture = request.POST.get("architecture", "cnn")
     config = {}
     for key in ("folds", "epochs"):
         value = request.POST.get(key, "").strip()
@@ -135,16 +140,31 @@ def run_start(request: HttpRequest) -> HttpResponse:
             if not value.isdigit() or not 1 <= int(value) <= 100:
                 messages.error(request, f"{key} must be a whole number from 1 to 100")
                 return redirect("labeling-home")
-            config[key] = int(value)
+            if key == "folds" and architecture != "cnn":
+                messages.error(request, "folds apply to the cross-fitted CNN only")
+                return redirect("labeling-home")
+            name = "joint_epochs" if key == "epochs" and architecture == "protopnet" else key
+            config[name] = int(value)
+    upload = request.FILES.get("attributes")
+    if upload is not None and upload.size > 1_000_000:
+        messages.error(request, "the attribute table must be under 1 MB")
+        return redirect("labeling-home")
     try:
-        run = training_run_create(
-            dataset=dataset,
-            version=version,
-            config=config,
-            train_split=request.POST.get("train_split", "train").strip(),
-            test_split=request.POST.get("test_split", "test").strip(),
-            user=request.user,
-        )
+        with tempfile.TemporaryDirectory() as tmp:
+            attributes = None
+            if upload is not None:
+                attributes = Path(tmp) / "attributes.csv"
+                attributes.write_bytes(upload.read())
+            run = training_run_create(
+                dataset=dataset,
+                version=version,
+                config=config,
+                train_split=request.POST.get("train_split", "train").strip(),
+                test_split=request.POST.get("test_split", "test").strip(),
+                user=request.user,
+                architecture=architecture,
+                attributes=attributes,
+            )
     except LabelingError as exc:
         messages.error(request, str(exc))
         return redirect("labeling-home")

@@ -155,3 +155,32 @@ def test_label_train_refuses_options_of_another_architecture(shapes):
         call_command("label_train", "shapes", "--architecture", "cbm", "--last-epochs", "2")
     with pytest.raises(CommandError, match="needs an attribute table"):
         call_command("label_train", "shapes", "--architecture", "cbm")
+
+
+def test_a_researcher_starts_a_concept_run_from_the_page_with_an_uploaded_table(
+    shapes, researcher, client
+):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from labeling.models import TrainingRun
+
+    client.force_login(researcher)
+    home = client.get("/label/").content.decode()
+    assert 'name="architecture"' in home and "Concept-bottleneck model" in home
+    table = SimpleUploadedFile("t.csv", world.ATTRIBUTES_CSV.encode(), content_type="text/csv")
+    reply = client.post(
+        "/label/runs/start/",
+        {"dataset": shapes.pk, "architecture": "cbm", "epochs": "2", "attributes": table},
+    )
+    run = TrainingRun.objects.get()
+    assert reply.status_code == 302 and reply["Location"].endswith(f"/label/runs/{run.pk}/")
+    assert run.architecture == "cbm" and run.config == {"epochs": 2}
+    assert run.attributes["concepts"] == ["horizontal", "vertical", "corner"]
+    page = client.get(f"/label/runs/{run.pk}/").content.decode()
+    assert "Concept-bottleneck model" in page and "horizontal, vertical, corner" in page
+    assert "Create a curation project" not in page
+    bad = SimpleUploadedFile("t.csv", b"class,x\nbar,7\n", content_type="text/csv")
+    client.post(
+        "/label/runs/start/", {"dataset": shapes.pk, "architecture": "cbm", "attributes": bad}
+    )
+    assert TrainingRun.objects.count() == 1  # refused, nothing created
