@@ -85,7 +85,8 @@ def _trial_payload(participant: Participant, position: int, trial) -> dict:
         payload["predicted_label"] = trial.predicted_label
         if "heatmap" in trial.stimuli:
             payload["heatmap"] = _stimulus_url(participant, position, "heatmap")
-    payload["explanation"] = cfg.get("explanation", "")  # "prototypes", "concepts" or ""
+    if cfg.get("explanation"):  # a model's own evidence: "prototypes" or "concepts"
+        payload["explanation"] = cfg["explanation"]
     if cfg.get("prototypes"):
         payload["prototypes"] = _prototypes_public(participant, position, cfg["prototypes"])
         payload["rate_prototypes"] = bool(cfg.get("rate_prototypes"))

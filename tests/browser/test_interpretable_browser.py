@@ -52,8 +52,11 @@ def test_prototype_and_concept_trials_complete_with_the_mouse(
     while _task(page) is not None:
         if viewport:
             assert page.evaluate("document.documentElement.scrollWidth") <= viewport["width"]
-        for img in page.locator("#trial-form img").all():  # every stimulus loaded
-            assert img.evaluate("i => i.complete && i.naturalWidth > 0")
+        page.wait_for_function(  # every stimulus loads (a broken image never does)
+            "() => [...document.querySelectorAll('#trial-form img')]"
+            ".every(i => i.complete && i.naturalWidth > 0)",
+            timeout=10_000,
+        )
         ratings = page.locator(".prototype .rating")
         if ratings.count():
             kinds.add("rated prototypes")
