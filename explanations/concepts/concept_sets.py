@@ -176,9 +176,9 @@ def concept_sets_split(
     """Separate concepts from random sets (names starting with ``random``, any case).
 
     Returns:
-        ``(concepts, randoms)``: concepts in the given order; random sets sorted by name, so
-        ``random0`` (set 0, the stand-in concept of the null runs in
-        :func:`~explanations.concepts.tcav.tcav_scores`) comes first.
+        ``(concepts, randoms)``: concepts in the given order; random sets sorted by name
+        (``random0``, ``random1``, ..., ``random10``), the order in which
+        :func:`~explanations.concepts.tcav.tcav_scores` pairs them for the null runs.
     """
     concepts = {k: v for k, v in sets.items() if not is_random_name(k)}
     randoms = [sets[k] for k in sorted((k for k in sets if is_random_name(k)), key=_natural)]
@@ -536,8 +536,8 @@ def tcav_for_model(
         concepts: name -> ``(n, S, S, 3)`` (or greyscale ``(n, S, S)``) uint8 images, values
             0-255, the same ``S`` (and channels) as ``inputs``; >= 4 images each (from
             :func:`concept_sets_load`; names starting with ``random`` belong in ``randoms``).
-        randoms: >= 3 uploaded random sets like ``concepts`` (set 0 stands in for a concept
-            in the null runs, the rest are counterparts); or None to generate
+        randoms: >= 3 uploaded random sets like ``concepts`` (sets 1.. are the counterparts;
+            the null runs pair each set with the next); or None to generate
             ``n_random + 1`` sets with :func:`~explanations.concepts.tcav.texture_concepts`
             (``random_kind="mixed"``, ``random_seed``): noise and crops of bundled photos,
             *greyscale*, copied to three channels for RGB inputs. A colour concept may then

@@ -207,8 +207,8 @@ class TCAVResult:
         alpha: the significance level; ``bonferroni_m``: concepts tested;
             ``bonferroni_alpha`` = ``alpha / bonferroni_m``.
         concepts: name -> :class:`ConceptTCAV`, in the order given.
-        random_scores, random_magnitudes, random_cav_accuracy: the null distribution, random
-            set 0 in the concept's place against random sets 1..n_random.
+        random_scores, random_magnitudes, random_cav_accuracy: the null distribution: random
+            set ``j - 1`` in a concept's place against random set ``j``, j = 1..n_random.
         classifier: ``"sgd"`` or ``"logistic"``.
         note: how significance was decided (printed with the results).
     """
@@ -334,9 +334,9 @@ def tcav_scores(
             ``"features.conv2"`` of a SmallCNN, ``"concept_net.features.conv2"`` of a CBM).
         target: class index whose logit is differentiated.
         concept_sets: concept name -> examples (>= 4 each).
-        random_sets: >= ``n_random + 1`` sets of random examples; set 0 stands in for a
-            concept in the random-vs-random null runs, sets ``1..n_random`` are the
-            counterparts of every CAV.
+        random_sets: >= ``n_random + 1`` sets of random examples; sets ``1..n_random`` are
+            the counterparts of every CAV; the ``n_random`` random-vs-random null runs pair
+            set ``j - 1`` (standing in for a concept) with counterpart ``j``.
         inputs: the examples to score, normally images of class ``target``.
         n_random: counterparts per concept (>= 2; default ``len(random_sets) - 1``). The paper
             used up to 500 runs; few runs make the t-test weak.
@@ -391,7 +391,11 @@ def tcav_scores(
         for j, x in enumerate(random_x)
     ]
     sets = [[c, r] for c in concepts for r in randoms[1:]]
-    sets += [[randoms[0], r] for r in randoms[1:]]
+    # the null runs: random set j-1 stands in for a concept against counterpart j, so each
+    # null run has its own stand-in sample (a single shared stand-in tilts every null run the
+    # same way and breaks the t-test's independence)
+    null_sets = [[randoms[j - 1], randoms[j]] for j in range(1, len(randoms))]
+    sets += null_sets
 
     was_training = model.training
     model.eval()
@@ -413,17 +417,17 @@ def tcav_scores(
     finally:
         model.train(was_training)
 
-    def runs(first: Concept) -> tuple[list[float], list[float], list[float]]:
-        keys = [f"{first.id}-{r.id}" for r in randoms[1:]]
+    def runs(pairs) -> tuple[list[float], list[float], list[float]]:
+        keys = [f"{a.id}-{b.id}" for a, b in pairs]
         score = [float(raw[k][layer]["sign_count"][0]) for k in keys]
         magnitude = [float(raw[k][layer]["magnitude"][0]) for k in keys]
         return score, magnitude, [accs[k] for k in keys]
 
-    null_scores, null_mag, null_acc = runs(randoms[0])
+    null_scores, null_mag, null_acc = runs(null_sets)
     m = len(concepts)
     results: dict[str, ConceptTCAV] = {}
     for name, concept in zip(names, concepts, strict=True):
-        score, magnitude, acc = runs(concept)
+        score, magnitude, acc = runs([(concept, r) for r in randoms[1:]])
         p = _ttest(score, null_scores)
         results[name] = ConceptTCAV(
             name=name,
