@@ -56,6 +56,22 @@ CONCEPTS = "concepts"
 #: each needs (Chen et al., NeurIPS 2019; Koh et al., ICML 2020).
 STRUCTURED_METHODS = {PROTOTYPES: ModelKind.PROTOPNET, CONCEPTS: ModelKind.CBM}
 DEFAULT_PROTOTYPES_SHOWN = 3
+#: Help shown with a model's own evidence (unless the spec words the task itself).
+STRUCTURED_HELP = {
+    (PROTOTYPES, TaskType.AGREEMENT): "The model compares parts of the photo with prototypes "
+    "it learned from training images. For each prototype: the boxed part of the photo (red = "
+    "most similar) and the training image the prototype comes from, its part boxed. Rate how "
+    "similar each pair looks, then answer the question.",
+    (PROTOTYPES, "candidates"): "Under each class: the parts of the photo (boxed) that look "
+    "most like the model's prototypes of that class, beside the training images those "
+    "prototypes come from. A higher similarity is stronger evidence for that class.",
+    (CONCEPTS, TaskType.AGREEMENT): "The model first judges which concepts are present in the "
+    "photo (0 = absent, 1 = present), then adds up each concept's contribution to the score "
+    "of the class it predicts.",
+    (CONCEPTS, "candidates"): "Each class's score is the sum of its concept contributions "
+    "(how present a concept is, times how much it counts for that class). The model predicts "
+    "the class with the highest score.",
+}
 
 
 class StudyDesignError(ValueError):
@@ -561,6 +577,11 @@ class _TrialBuilder:
         max_concepts = spec_condition.get("max_concepts")
         if method in STRUCTURED_METHODS:
             config["explanation"] = method
+            group = (
+                "candidates" if task in (TaskType.DISTINCTION, TaskType.OUTPUT_PREDICTION) else task
+            )
+            if "help" not in config and (method, group) in STRUCTURED_HELP:
+                config["help"] = STRUCTURED_HELP[(method, group)]
         if task in SCALES:
             options = [{"value": v, "label": label} for v, label in SCALES[task]]
         pred = plan.prediction.predicted_index

@@ -131,6 +131,7 @@ def test_the_page_and_api_show_prototypes_and_ask_for_each_rating(interpretable,
     html = client.get(f"/p/{token}/").content.decode()
     assert html.count('name="rating-') == 3 * 4  # three prototypes x the 1-4 scale
     assert "looks like this prototype" in html
+    assert "prototypes it learned from training images" in html  # not the heatmap help
     state = client.get(f"/api/p/{token}/").json()
     trial = state["trial"]
     assert trial["explanation"] == "prototypes" and len(trial["prototypes"]) == 3

@@ -141,5 +141,5 @@ class Command(BaseCommand):
             method = "prototypes" if arch == "protopnet" else "concepts"
             self.stdout.write(
                 f"  next: python manage.py explain --model '{run.classifier.name}' "
-                f"--dataset {dataset.name} --method {method} --split test --limit 200"
+                f"--dataset {dataset.name} --method {method} --split test --limit 300"
             )
