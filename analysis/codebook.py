@@ -60,7 +60,8 @@ CODEBOOK: dict[str, tuple[str, str]] = {
         "text",
         "Kind of explanation shown, from the condition's method: heatmap (gradcam, saliency, "
         "lime, ... any attribution map), prototype (method prototypes), concept (method "
-        "concepts), highlights (GLTR text studies) or none (method 'none'); empty where "
+        "concepts), post-hoc prototype (method posthoc_prototypes), highlights (GLTR text "
+        "studies) or none (method 'none'); empty where "
         "method is empty for want of an explanation slot: region annotation, questionnaires.",
     ),
     "classifier": (
@@ -76,6 +77,7 @@ CODEBOOK: dict[str, tuple[str, str]] = {
 EXPLANATION_TYPES: dict[str, str] = {
     "prototypes": "prototype",
     "concepts": "concept",
+    "posthoc_prototypes": "post-hoc prototype",  # nearest training patches of any CNN
     "gltr": "highlights",  # GLTR's token-rank colours in text studies
 }
 

@@ -55,6 +55,10 @@ CONCEPTS = "concepts"
 #: Methods that explain an interpretable model with its own evidence, and the model kind
 #: each needs (Chen et al., NeurIPS 2019; Koh et al., ICML 2020).
 STRUCTURED_METHODS = {PROTOTYPES: ModelKind.PROTOPNET, CONCEPTS: ModelKind.CBM}
+POSTHOC_PROTOTYPES = "posthoc_prototypes"  # nearest training patches of any CNN (post-hoc)
+PROTOTYPE_METHODS = (PROTOTYPES, POSTHOC_PROTOTYPES)
+#: Methods whose evidence is shown as prototype pairs or concept sums, not as heatmaps.
+EVIDENCE_METHODS = (PROTOTYPES, POSTHOC_PROTOTYPES, CONCEPTS)
 DEFAULT_PROTOTYPES_SHOWN = 3
 #: Help shown with a model's own evidence (unless the spec words the task itself).
 STRUCTURED_HELP = {
@@ -65,6 +69,13 @@ STRUCTURED_HELP = {
     (PROTOTYPES, "candidates"): "Under each class: the parts of the photo (boxed) that look "
     "most like the model's prototypes of that class, beside the training images those "
     "prototypes come from. A higher similarity is stronger evidence for that class.",
+    (POSTHOC_PROTOTYPES, TaskType.AGREEMENT): "Each pair: the boxed part of the photo and "
+    "the part of a training image that the model represents most similarly. These examples "
+    "were found after the fact; the model did not compute its prediction from them. Rate how "
+    "similar each pair looks, then answer the question.",
+    (POSTHOC_PROTOTYPES, "candidates"): "Under each class: the part of the photo (boxed) "
+    "beside the training patches of that class that the model represents most similarly "
+    "(found after the fact; the model did not use them).",
     (CONCEPTS, TaskType.AGREEMENT): "The model first judges which concepts are present in the "
     "photo (0 = absent, 1 = present), then adds up each concept's contribution to the score "
     "of the class it predicts.",
@@ -515,29 +526,41 @@ class _TrialBuilder:
             self._sources[item_id] = Item.objects.get(pk=item_id)
         return self._sources[item_id]
 
-    def _prototype_panel(self, model, plan, target, view, shown: int, prefix: str, stimuli):
+    def _prototype_panel(
+        self, model, plan, target, view, shown: int, prefix: str, stimuli, method=PROTOTYPES
+    ):
         """The top ``shown`` prototypes of class ``target``: for each, "this part" (the test
         image with the prototype's activation and its best cell boxed) and "looks like that"
         (the training image it was pushed to, its patch boxed), saved as stimuli slots
         ``{prefix}{j}r`` / ``{prefix}{j}s``; returns the public descriptions."""
-        details = self._explanation(model, plan, PROTOTYPES, target).details
+        details = self._explanation(model, plan, method, target).details
+        post_hoc = bool(details.get("post_hoc"))
         out = []
         for j, p in enumerate(details.get("prototypes", [])[:shown]):
             region, source = f"{prefix}{j}r", f"{prefix}{j}s"
             stimuli[region] = self.stimuli.save(
-                (plan.item.pk, model.pk, "proto-region", target, p["prototype"]),
+                (plan.item.pk, model.pk, method, "proto-region", target, j),
                 lambda p=p: rendering.activation_picture(view, p["activation"], p["test_box"]),
             )
-            src_item = self._source_item(model, p["source_index"])
+            src_item = self._prototype_source(model, p)
             src_view = self.stimuli.view(src_item, model)
             stimuli[source] = self.stimuli.save(
-                (src_item.pk, model.pk, "proto-source", p["prototype"]),
+                (src_item.pk, model.pk, "proto-source", tuple(p["source_box"] or ())),
                 lambda p=p, v=src_view: rendering.boxed_picture(v, p["source_box"]),
             )
-            out.append(
-                {"region": region, "source": source, "similarity": round(p["similarity"], 2)}
-            )
+            entry = {"region": region, "source": source, "similarity": round(p["similarity"], 2)}
+            if post_hoc:
+                entry["post_hoc"] = True
+            out.append(entry)
         return out
+
+    def _prototype_source(self, model, p: dict) -> Item:
+        """The training item of a prototype: its own id (post-hoc) or the ProtoPNet's record."""
+        if "source_item" in p:
+            if p["source_item"] not in self._sources:
+                self._sources[p["source_item"]] = Item.objects.get(pk=p["source_item"])
+            return self._sources[p["source_item"]]
+        return self._source_item(model, p["source_index"])
 
     def _concept_panel(self, model, plan, target, max_concepts: int | None) -> dict:
         """The concept contributions to class ``target``'s score, largest |contribution|
@@ -575,7 +598,7 @@ class _TrialBuilder:
         config["explained"] = explained
         shown = spec_condition.get("prototypes", DEFAULT_PROTOTYPES_SHOWN)
         max_concepts = spec_condition.get("max_concepts")
-        if method in STRUCTURED_METHODS:
+        if method in EVIDENCE_METHODS:
             config["explanation"] = method
             group = (
                 "candidates" if task in (TaskType.DISTINCTION, TaskType.OUTPUT_PREDICTION) else task
@@ -585,9 +608,9 @@ class _TrialBuilder:
         if task in SCALES:
             options = [{"value": v, "label": label} for v, label in SCALES[task]]
         pred = plan.prediction.predicted_index
-        if task == TaskType.AGREEMENT and method == PROTOTYPES:
+        if task == TaskType.AGREEMENT and method in PROTOTYPE_METHODS:
             config["prototypes"] = self._prototype_panel(
-                model, plan, pred, view, shown, "p", stimuli
+                model, plan, pred, view, shown, "p", stimuli, method
             )
             config["rate_prototypes"] = kind != TrialKind.ATTENTION
         elif task == TaskType.AGREEMENT and method == CONCEPTS:
@@ -603,7 +626,7 @@ class _TrialBuilder:
             order = list(plan.candidates)
             random.Random(f"{self.study.pk}:{item.pk}").shuffle(order)
             joint = None
-            if explained and method not in STRUCTURED_METHODS:
+            if explained and method not in EVIDENCE_METHODS:
                 # one colour scale for the k maps shown together (signed or not)
                 maps = np.stack([self._saliency(model, plan, method, c) for c in order])
                 joint = rendering.overlays(view, maps, joint=True)
@@ -616,9 +639,9 @@ class _TrialBuilder:
                         lambda picture=joint[pos]: picture,
                     )
                     option["image"] = slot
-                elif method == PROTOTYPES:
+                elif method in PROTOTYPE_METHODS:
                     option["prototypes"] = self._prototype_panel(
-                        model, plan, cls, view, shown, f"c{pos}p", stimuli
+                        model, plan, cls, view, shown, f"c{pos}p", stimuli, method
                     )
                 elif method == CONCEPTS:
                     option["concepts"] = self._concept_panel(model, plan, cls, max_concepts)
@@ -626,18 +649,18 @@ class _TrialBuilder:
                 option_classes[str(pos)] = cls
             key_class = plan.truth if task == TaskType.DISTINCTION else pred
             correct_value = str(order.index(key_class))
-        elif task == TaskType.SIMILARITY and method == PROTOTYPES:
-            # the model's own prototype: its best-matching patch of this image beside the
-            # training patch it was pushed to
-            top = self._explanation(model, plan, PROTOTYPES, pred).details["prototypes"][0]
-            src_item = self._source_item(model, top["source_index"])
+        elif task == TaskType.SIMILARITY and method in PROTOTYPE_METHODS:
+            # the model's own prototype (or the nearest post-hoc patch): its best-matching
+            # patch of this image beside the training patch it comes from
+            top = self._explanation(model, plan, method, pred).details["prototypes"][0]
+            src_item = self._prototype_source(model, top)
             src_view = self.stimuli.view(src_item, model)
             stimuli["region"] = self.stimuli.save(
-                (item.pk, model.pk, "proto-crop", pred, top["prototype"]),
+                (item.pk, model.pk, method, "proto-crop", pred),
                 lambda: rendering.box_crop(view, top["test_box"], SIMILARITY_CROP),
             )
             stimuli["prototype"] = self.stimuli.save(
-                (src_item.pk, model.pk, "proto-source-crop", top["prototype"]),
+                (src_item.pk, model.pk, "proto-source-crop", tuple(top["source_box"] or ())),
                 lambda: rendering.box_crop(src_view, top["source_box"], SIMILARITY_CROP),
             )
         elif task == TaskType.SIMILARITY:

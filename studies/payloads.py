@@ -59,6 +59,7 @@ def _prototypes_public(participant: Participant, position: int, prototypes: list
             "region": _stimulus_url(participant, position, p["region"]),
             "source": _stimulus_url(participant, position, p["source"]),
             "similarity": p["similarity"],
+            "post_hoc": bool(p.get("post_hoc")),
         }
         for p in prototypes
     ]

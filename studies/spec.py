@@ -120,7 +120,8 @@ SPEC_SCHEMA: dict[str, Any] = {
                         "minimum": 1,
                         "maximum": 10,
                         "default": 3,
-                        "description": "Method 'prototypes': prototypes shown per class.",
+                        "description": "Methods 'prototypes' and 'posthoc_prototypes': "
+                        "prototypes shown per class.",
                     },
                     "max_concepts": {
                         "type": "integer",
@@ -290,10 +291,14 @@ def spec_parse(data: dict) -> dict:
     if len(set(names)) != len(names):
         errors.append(f"conditions: names must be unique, got {names}")
     for i, c in enumerate(spec["conditions"]):
-        for option, method in (("prototypes", "prototypes"), ("max_concepts", "concepts")):
-            if option in c and c["method"] != method:
+        for option, methods in (
+            ("prototypes", ("prototypes", "posthoc_prototypes")),
+            ("max_concepts", ("concepts",)),
+        ):
+            if option in c and c["method"] not in methods:
                 errors.append(
-                    f"conditions[{i}].{option}: only for method {method!r}, not {c['method']!r}"
+                    f"conditions[{i}].{option}: only for method "
+                    f"{' or '.join(repr(m) for m in methods)}, not {c['method']!r}"
                 )
     types = [t["type"] for t in spec["tasks"]]
     if len(set(types)) != len(types):

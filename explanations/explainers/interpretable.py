@@ -195,3 +195,150 @@ class ConceptExplainer(Explainer):
                 }
             )
         return np.asarray(maps, dtype=np.float32), details
+
+
+class PosthocPrototypeExplainer(Explainer):
+    """Post-hoc prototypes for any CNN: for each target class, the training patches of that
+    class nearest (in one layer's features) to the test image's most activated patch
+    (:mod:`explanations.prototypes.posthoc`). Illustrations, not evidence: the model's logits
+    are not computed from them, and every result says ``"post_hoc": True``.
+
+    Args:
+        model: any CNN whose ``target_layer`` outputs ``(N, C, H', W')``.
+        target_layer: the layer (default: the last ``nn.Conv2d``).
+        top_k: neighbours per target (default 3).
+        metric: ``"cosine"`` (default) or ``"l2"``.
+        bank_split: the dataset split the training patches come from (default ``"train"``).
+        bank_per_class: labelled training images per class in the bank (default 100, the
+            first by id: deterministic).
+
+    The training patches are set by :meth:`bank_set` (an explanation job builds them from the
+    job's dataset before the first item). ``explain`` returns per target the ``(S, S)``
+    cosine similarity (clipped at 0) of every test cell to the nearest neighbour's patch
+    vector, bilinearly upsampled, and ``details``::
+
+        {"kind": "posthoc_prototypes", "post_hoc": True, "target": t, "layer": str,
+         "metric": str, "box_method": "receptive-field" | "cell", "latent_size": [H', W'],
+         "prototypes": [{"source_item": item id, "source_box": [x0, y0, x1, y1],
+                         "test_box": [x0, y0, x1, y1], "distance": float,
+                         "similarity": 1 - distance (cosine) or -distance (l2),
+                         "activation": H' x W' similarities of the test cells}, ...]}
+
+    Raises:
+        ExplainerConfigError: bad parameters; ``explain`` before :meth:`bank_set`; a target
+            class without training images in the bank.
+    """
+
+    key: ClassVar[str] = "posthoc_prototypes"
+    name: ClassVar[str] = "Post-hoc prototypes (nearest training patches)"
+    paper: ClassVar[str] = (
+        "The retrieval step of Chen et al., This Looks Like That, NeurIPS 2019, applied after "
+        "the fact to a CNN's features (no prototype layer; illustrations only)."
+    )
+    accepted_params: ClassVar[frozenset[str]] = frozenset(
+        {"top_k", "metric", "bank_split", "bank_per_class"}
+    )
+    non_negative: ClassVar[bool] = True
+    #: An explanation job must call :meth:`bank_set` with the dataset's training patches.
+    needs_training_patches: ClassVar[bool] = True
+
+    def __init__(self, model: nn.Module, *, target_layer: str | None = None, **params: Any) -> None:
+        super().__init__(model, target_layer=target_layer, **params)
+        from .base import resolve_layer, suggest_target_layer
+
+        layer = target_layer or suggest_target_layer(model)
+        resolve_layer(model, layer)
+        top_k = params.get("top_k", DEFAULT_PROTOTYPES)
+        metric = params.get("metric", "cosine")
+        per_class = params.get("bank_per_class", 100)
+        if not isinstance(top_k, int) or not 1 <= top_k <= 20:
+            raise ExplainerConfigError(f"top_k must be an integer in 1..20, got {top_k!r}")
+        if metric not in ("cosine", "l2"):
+            raise ExplainerConfigError(f"metric must be 'cosine' or 'l2', got {metric!r}")
+        if not isinstance(per_class, int) or not 1 <= per_class <= 5000:
+            raise ExplainerConfigError(
+                f"bank_per_class must be an integer in 1..5000, got {per_class!r}"
+            )
+        self.layer, self.top_k, self.metric = layer, top_k, metric
+        self.bank_split = str(params.get("bank_split", "train"))
+        self.bank_per_class = per_class
+        self.bank = None
+        self.params = {
+            "layer": layer,
+            "top_k": top_k,
+            "metric": metric,
+            "bank_split": self.bank_split,
+            "bank_per_class": per_class,
+        }
+
+    def bank_set(self, inputs: torch.Tensor, classes, item_ids) -> None:
+        """The training patches: ``inputs`` float32 ``(N, C, H, W)`` preprocessed as the model
+        expects, ``classes`` int ``(N,)`` model class indices, ``item_ids`` ``N`` ids.
+
+        Raises:
+            ExplainerConfigError: no inputs, or lengths that differ.
+        """
+        from explanations.prototypes.posthoc import PatchBank
+
+        classes = np.asarray(classes, dtype=np.int64)
+        if len(inputs) == 0 or len(classes) != len(inputs) or len(item_ids) != len(inputs):
+            raise ExplainerConfigError(
+                "post-hoc prototypes need labelled training images (one class and id each)"
+            )
+        self.bank = PatchBank(self.model, self.layer, inputs, metric=self.metric)
+        self.classes, self.item_ids = classes, list(item_ids)
+
+    def _attribute(self, inputs: torch.Tensor, targets: tuple[int, ...]):
+        from explanations.prototypes.posthoc import layer_features
+
+        if self.bank is None:
+            raise ExplainerConfigError(
+                "post-hoc prototypes need the training patches first (bank_set); run them as "
+                "an explanation job, which takes them from the dataset's training split"
+            )
+        bank = self.bank
+        feats = layer_features(self.model, self.layer, inputs)[0]  # (C, H', W')
+        c, fh, fw = feats.shape
+        cells = feats.permute(1, 2, 0).reshape(fh * fw, c)
+        unit = cells / cells.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        size = tuple(inputs.shape[-2:])
+        maps, details = [], []
+        for target in targets:
+            allowed = np.flatnonzero(self.classes == target)
+            if allowed.size == 0:
+                raise ExplainerConfigError(
+                    f"no training image of class {target} among the post-hoc prototypes' "
+                    f"training patches (split {self.bank_split!r})"
+                )
+            e = bank.query(inputs, k=self.top_k, images=allowed)
+            prototypes = []
+            for n in e.neighbours:
+                vector = bank.vectors[n.train_index * fh * fw + n.h * fw + n.w]
+                vector = vector / vector.norm().clamp_min(1e-12)
+                sims = (unit @ vector).clamp_min(0.0).reshape(fh, fw)
+                prototypes.append(
+                    {
+                        "source_item": int(self.item_ids[n.train_index]),
+                        "source_box": _box(n.box),
+                        "test_box": _box(e.query_box),
+                        "distance": _r(n.distance),
+                        "similarity": _r(1.0 - n.distance if e.metric == "cosine" else -n.distance),
+                        "activation": np.round(sims.numpy(), 5).tolist(),
+                    }
+                )
+            first = torch.tensor(prototypes[0]["activation"], dtype=torch.float32)[None, None]
+            up = torch.nn.functional.interpolate(first, size=size, mode="bilinear")
+            maps.append(up[0, 0].numpy())
+            details.append(
+                {
+                    "kind": "posthoc_prototypes",
+                    "post_hoc": True,
+                    "target": int(target),
+                    "layer": self.layer,
+                    "metric": e.metric,
+                    "box_method": e.box_method,
+                    "latent_size": [int(fh), int(fw)],
+                    "prototypes": prototypes,
+                }
+            )
+        return np.stack(maps).astype(np.float32), details

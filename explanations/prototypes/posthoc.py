@@ -497,6 +497,7 @@ class PatchBank:
         k: int = 5,
         query: tuple[int, int] | None = None,
         per_image: bool = True,
+        images: np.ndarray | None = None,
     ) -> PosthocExplanation:
         """The ``k`` nearest training patches to one cell of the test input.
 
@@ -505,9 +506,12 @@ class PatchBank:
             k: number of neighbours (fewer if there are fewer images / patches).
             query: ``(h, w)`` on the test feature map; default the most activated cell.
             per_image: at most one patch per training image.
+            images: only these training images (int indices, e.g. those of one class);
+                default all.
 
         Raises:
-            ValueError: k < 1, a query cell outside the map, a test input of another shape.
+            ValueError: k < 1, a query cell outside the map, a test input of another shape,
+                ``images`` empty or out of range.
         """
         if int(k) < 1:
             raise ValueError(f"k must be >= 1, got {k}")
@@ -535,15 +539,21 @@ class PatchBank:
             dist = ((self.vectors - q) ** 2).sum(dim=1).sqrt()
         dist = dist.to(torch.float64).numpy()
         cells = fh * fw
+        allowed = np.arange(self.num_images)
+        if images is not None:
+            allowed = np.asarray(images, dtype=np.int64).reshape(-1)
+            if allowed.size == 0 or allowed.min() < 0 or allowed.max() >= self.num_images:
+                raise ValueError(f"images must be indices in [0, {self.num_images}), non-empty")
+        per = dist.reshape(self.num_images, cells)[allowed]
         if per_image:
-            per = dist.reshape(self.num_images, cells)
             best_cell = per.argmin(axis=1)  # first minimum: row-major
-            best = per[np.arange(self.num_images), best_cell]
+            best = per[np.arange(len(allowed)), best_cell]
             order = np.argsort(best, kind="stable")[: int(k)]
-            picks = [(int(i), int(best_cell[i]), float(best[i])) for i in order]
+            picks = [(int(allowed[i]), int(best_cell[i]), float(best[i])) for i in order]
         else:
-            order = np.argsort(dist, kind="stable")[: int(k)]
-            picks = [(int(j) // cells, int(j) % cells, float(dist[j])) for j in order]
+            flat = per.reshape(-1)
+            order = np.argsort(flat, kind="stable")[: int(k)]
+            picks = [(int(allowed[j // cells]), int(j) % cells, float(flat[j])) for j in order]
         neighbours = []
         for index, cell, d in picks:
             h, w = divmod(cell, fw)

@@ -249,6 +249,8 @@ def explanation_job_run(*, job_id: int, item_ids: list[int] | None = None) -> Ex
         net = classifier_load(job.model, device=device)
         explainer_cls = explainer_classes()[job.method]
         explainer = _explainer_build(explainer_cls, net, job.model, job.params)
+        if getattr(explainer, "needs_training_patches", False):
+            _training_patches_set(explainer, job, device)
     except (CheckpointError, ExplainerConfigError, KeyError) as exc:
         ExplanationJob.objects.filter(pk=job.pk).update(
             status=JobStatus.FAILED, error=f"cannot start: {exc}", finished_at=timezone.now()
@@ -436,6 +438,46 @@ def _explainer_build(
             f"models do not support layer hooks; register {model.name!r} as a factory + "
             f"state dict to explain it with {explainer_cls.name}"
         ) from None
+
+
+def _training_patches_set(explainer, job: ExplanationJob, device) -> None:
+    """Give a post-hoc prototype explainer its training patches: the first
+    ``explainer.bank_per_class`` labelled items of each class in split
+    ``explainer.bank_split`` of the job's dataset, as the model sees them.
+
+    Raises:
+        ExplainerConfigError: no labelled item in that split.
+    """
+    per_class = explainer.bank_per_class
+    counts: dict[int, int] = {}
+    chosen = []
+    for item in (
+        job.dataset.items.filter(split=explainer.bank_split, label_index__isnull=False)
+        .select_related("dataset")
+        .order_by("id")
+    ):
+        label = item.label_for(job.model)
+        if label is None or counts.get(label, 0) >= per_class:
+            continue
+        counts[label] = counts.get(label, 0) + 1
+        chosen.append((item, label))
+    if not chosen:
+        raise ExplainerConfigError(
+            f"post-hoc prototypes need labelled training images: dataset {job.dataset.name!r} "
+            f"has none in split {explainer.bank_split!r} (set the parameter bank_split)"
+        )
+    model = job.model
+    inputs = torch.cat(
+        [
+            pixels_to_input(
+                item_model_view(item=item, model=model),
+                model.normalization_mean,
+                model.normalization_std,
+            )
+            for item, _ in chosen
+        ]
+    ).to(device)
+    explainer.bank_set(inputs, [label for _, label in chosen], [item.pk for item, _ in chosen])
 
 
 def _lease_release(token: str) -> None:

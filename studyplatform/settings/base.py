@@ -248,6 +248,7 @@ STUDYPLATFORM_EXPLAINERS = [
     "explanations.explainers.heatmap.rise.Rise",
     "explanations.explainers.interpretable.PrototypeExplainer",
     "explanations.explainers.interpretable.ConceptExplainer",
+    "explanations.explainers.interpretable.PosthocPrototypeExplainer",
 ]
 # "auto" = CUDA when available, else CPU; or "cpu", "cuda", "cuda:1", ...
 STUDYPLATFORM_DEVICE = env_str("STUDYPLATFORM_DEVICE", "auto")

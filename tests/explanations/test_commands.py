@@ -580,7 +580,7 @@ def test_explain_wait_gives_up_after_the_timeout_without_a_worker(model, dataset
             ["--model", "Tiny colours", "--dataset", "Squares", "--method", "telepathy"],
             "unknown explanation method 'telepathy'; enabled: ['concepts', 'gradcam', "
             "'guided_backprop', 'guided_gradcam', 'integrated_gradients', 'lime', 'occlusion', "
-            "'prototypes', 'rise', 'saliency', 'smoothgrad']",
+            "'posthoc_prototypes', 'prototypes', 'rise', 'saliency', 'smoothgrad']",
         ),
     ],
 )

@@ -184,3 +184,65 @@ def test_a_researcher_starts_a_concept_run_from_the_page_with_an_uploaded_table(
         "/label/runs/start/", {"dataset": shapes.pk, "architecture": "cbm", "attributes": bad}
     )
     assert TrainingRun.objects.count() == 1  # refused, nothing created
+
+
+def test_posthoc_prototypes_of_any_cnn_come_from_training_items_of_the_target_class(
+    shapes, tmp_path
+):
+    from explanations.prototypes.posthoc import nearest_patches
+
+    run = world.train(shapes, "cbm", tmp_path)  # any CNN: the CBM's backbone
+    model = run.classifier
+    job = world.explanation_job_create(
+        model=model,
+        dataset=shapes,
+        method="posthoc_prototypes",
+        top_k=2,
+        split="test",
+        params={"bank_per_class": 5},
+    )
+    job = world.explanation_job_run(job_id=job.pk)
+    assert job.status == "succeeded", job.error
+    e = Explanation.objects.filter(model=model, method="posthoc_prototypes").first()
+    d = e.details
+    assert d["post_hoc"] is True and d["kind"] == "posthoc_prototypes"
+    assert d["layer"] == model.target_layer and len(d["prototypes"]) == 3
+    train_items = list(shapes.items.filter(split="train").order_by("id"))
+    bank = [it for c in range(3) for it in [i for i in train_items if i.label_index == c][:5]]
+    for p in d["prototypes"]:
+        src = Item.objects.get(pk=p["source_item"])
+        assert src in bank and src.label_index == e.target_index  # the target's own class
+        assert 0.0 <= p["similarity"] <= 1.0 + 1e-6
+    # the same neighbours as the library function on the same training patches of the class
+    net = classifier_load(model)
+    from explanations.modelio import pixels_to_input
+
+    def x(item):
+        view = item_model_view(item=item, model=model)
+        return pixels_to_input(view, model.normalization_mean, model.normalization_std)
+
+    own = [it for it in bank if it.label_index == e.target_index]
+    expected = nearest_patches(
+        net, model.target_layer, torch.cat([x(i) for i in own]), x(e.item), k=3
+    )
+    assert [own[n.train_index].pk for n in expected.neighbours] == [
+        p["source_item"] for p in d["prototypes"]
+    ]
+    assert d["prototypes"][0]["distance"] == pytest.approx(
+        expected.neighbours[0].distance, abs=1e-5
+    )
+
+
+def test_posthoc_prototypes_without_training_items_fail_with_the_reason(shapes, tmp_path):
+    run = world.train(shapes, "cbm", tmp_path)
+    job = world.explanation_job_create(
+        model=run.classifier,
+        dataset=shapes,
+        method="posthoc_prototypes",
+        top_k=2,
+        split="test",
+        params={"bank_split": "validation"},
+    )
+    job = world.explanation_job_run(job_id=job.pk)
+    assert job.status == "failed"
+    assert "none in split 'validation'" in job.error

@@ -244,3 +244,35 @@ def test_bots_complete_it_and_the_analysis_compares_the_three_types(interpretabl
     same = report.same_items
     assert set(same["condition"]) == {"heatmap", "prototypes", "concepts"}
     assert set(same["explanation_type"]) == {"heatmap", "prototype", "concept"}
+
+
+def test_posthoc_prototypes_of_a_plain_model_are_labelled_post_hoc(interpretable, researcher):
+    dataset, protopnet, cbm = interpretable
+    world.explain(cbm, dataset, "posthoc_prototypes")
+    study = study_create(
+        spec=spec(
+            dataset,
+            protopnet,
+            cbm,
+            conditions=[{"name": "posthoc", "method": "posthoc_prototypes", "prototypes": 2}],
+            condition_assignment="between",
+            tasks=[{"type": "agreement"}, {"type": "distinction"}],
+            task_assignment="within",
+            trials={"per_participant": 3, "seed": 1},
+        ),
+        owner=researcher,
+        open_now=True,
+    )
+    agree = study.trials.filter(kind=TrialKind.MAIN, task_type=TaskType.AGREEMENT).first()
+    assert [p["post_hoc"] for p in agree.config["prototypes"]] == [True, True]
+    assert "after the fact" in agree.config["help"]
+    dist = study.trials.filter(kind=TrialKind.MAIN, task_type=TaskType.DISTINCTION).first()
+    assert all(len(o["prototypes"]) == 2 for o in dist.options)
+    client = Client()
+    token = advance_to_trials(client, study)
+    html = client.get(f"/p/{token}/").content.decode()
+    assert "resembles this part of a training image (found after the fact)" in html
+    assert "looks like this prototype" not in html
+    state = client.get(f"/api/p/{token}/").json()
+    assert all(p["post_hoc"] for p in state["trial"]["prototypes"])
+    assert "source_item" not in json.dumps(state)
