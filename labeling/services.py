@@ -423,19 +423,7 @@ def training_run_execute(*, run_id: int, echo=None) -> TrainingRun:
     try:
         config = TrainConfig(**run.config)
         dataset = run.dataset
-        names = list(dataset.class_names or [])
-        rows = list(
-            _train_items(dataset, run.label_version, run.train_split)
-            .select_related("item")
-            .order_by("item_id")
-        )
-        if not names:
-            names = [str(i) for i in range(max(r.label_index for r in rows) + 1)]
-        items = [r.item for r in rows]
-        labels = np.array([r.label_index for r in rows], dtype=np.int64)
-        images = items_array(
-            items, config.input_size, lambda d, t: progress(0, 1, f"read {d}/{t} images")
-        )
+        names, items, labels, images = _run_training_data(run, config.input_size, progress)
         result = cross_fit(images, labels, len(names), config, progress=progress)
         test_acc, n_test = None, 0
         if run.test_split:
@@ -482,14 +470,7 @@ def training_run_execute(*, run_id: int, echo=None) -> TrainingRun:
                     owner=run.requested_by,
                 )
     except Exception as exc:  # recorded for the researcher; the worker goes on
-        logger.exception("training run %s failed", run.pk)
-        TrainingRun.objects.filter(pk=run.pk).update(
-            status=RunStatus.FAILED,
-            error=f"{type(exc).__name__}: {exc}",
-            finished_at=timezone.now(),
-        )
-        run.refresh_from_db()
-        return run
+        return _run_failed(run, exc)
     TrainingRun.objects.filter(pk=run.pk).update(
         status=RunStatus.SUCCEEDED,
         finished_at=timezone.now(),
@@ -505,6 +486,18 @@ def training_run_execute(*, run_id: int, echo=None) -> TrainingRun:
         seconds=float(result.seconds),
         num_items=len(items),
         message="finished",
+    )
+    run.refresh_from_db()
+    return run
+
+
+def _run_failed(run: TrainingRun, exc: Exception) -> TrainingRun:
+    """Record why a run failed (the worker goes on) and return it."""
+    logger.exception("training run %s failed", run.pk)
+    TrainingRun.objects.filter(pk=run.pk).update(
+        status=RunStatus.FAILED,
+        error=f"{type(exc).__name__}: {exc}",
+        finished_at=timezone.now(),
     )
     run.refresh_from_db()
     return run
@@ -611,14 +604,7 @@ def _interpretable_execute(run: TrainingRun, progress) -> TrainingRun:
                 details=details,
             )
     except Exception as exc:  # recorded for the researcher; the worker goes on
-        logger.exception("training run %s failed", run.pk)
-        TrainingRun.objects.filter(pk=run.pk).update(
-            status=RunStatus.FAILED,
-            error=f"{type(exc).__name__}: {exc}",
-            finished_at=timezone.now(),
-        )
-        run.refresh_from_db()
-        return run
+        return _run_failed(run, exc)
     TrainingRun.objects.filter(pk=run.pk).update(
         status=RunStatus.SUCCEEDED,
         finished_at=timezone.now(),
