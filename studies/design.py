@@ -383,7 +383,10 @@ def _condition_models(spec: dict, model: ClassifierModel) -> dict[str, Classifie
         name = c.get("model") or spec["model"]
         used = model if name == model.name else ClassifierModel.objects.filter(name=name).first()
         if used is None:
-            raise StudyDesignError(f"conditions[{i}].model: no registered model named {name!r}")
+            known = sorted(ClassifierModel.objects.values_list("name", flat=True))[:10]
+            raise StudyDesignError(
+                f"conditions[{i}].model: no registered model named {name!r}; known: {known}"
+            )
         if list(used.class_names) != list(model.class_names):
             raise StudyDesignError(
                 f"conditions[{i}].model: {used.name!r} has other classes than the spec's model "
@@ -393,7 +396,8 @@ def _condition_models(spec: dict, model: ClassifierModel) -> dict[str, Classifie
         if kind is not None and used.kind != kind:
             raise StudyDesignError(
                 f"conditions[{i}]: method {c['method']!r} shows the evidence of a {kind} model, "
-                f"and {used.name!r} is a {used.kind} model; set conditions[{i}].model to one "
+                f"and {used.name!r} is not one ({used.get_kind_display()}); set "
+                f"conditions[{i}].model to one "
                 f"(manage.py label_train DATASET --architecture {kind})"
             )
         out[c["name"]] = used
@@ -535,6 +539,13 @@ class _TrialBuilder:
         ``{prefix}{j}r`` / ``{prefix}{j}s``; returns the public descriptions."""
         details = self._explanation(model, plan, method, target).details
         post_hoc = bool(details.get("post_hoc"))
+        stored = len(details.get("prototypes", []))
+        if stored < shown:
+            raise StudyDesignError(
+                f"conditions: {shown} prototypes per class asked, but the {method} explanations "
+                f"of {model.name!r} hold {stored}; run the explanation job again with "
+                f"--param top_k={shown}"
+            )
         out = []
         for j, p in enumerate(details.get("prototypes", [])[:shown]):
             region, source = f"{prefix}{j}r", f"{prefix}{j}s"

@@ -233,9 +233,14 @@ def _instructions_context(participant: Participant) -> dict:
     trials = services.study_trials(participant.study)
     mine = [trials[i] for i in participant.trial_order if i in trials]
     spec_trials = participant.study.spec.get("trials") or {}
+    kinds = {t.config.get("explanation", "") for t in mine if t.config.get("explained")}
     return {
         "arm_tasks": sorted({t.task_type for t in mine}),
-        "explained": any(t.config.get("explained") for t in mine),
+        # heatmaps, prototypes (the model's own or post-hoc) or concept sums: what this
+        # participant's trials show, so the instructions describe only those
+        "explained": "" in kinds,
+        "shows_prototypes": bool(kinds & {"prototypes", "posthoc_prototypes"}),
+        "shows_concepts": "concepts" in kinds,
         "practice": spec_trials.get("practice", 0),
         "time_limit": spec_trials.get("time_limit_s"),
     }

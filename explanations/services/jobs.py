@@ -108,6 +108,13 @@ def explanation_job_create(
         raise ValueError(f"params must be JSON: {exc}") from None
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    needs = {"prototypes": ModelKind.PROTOPNET, "concepts": ModelKind.CBM}.get(method)
+    if needs is not None and model.kind != needs:
+        raise ValueError(
+            f"{method} explain a {needs} model's own evidence and {model.name!r} is not one; "
+            f"train one with `manage.py label_train DATASET --architecture {needs}`"
+            + (" (or use posthoc_prototypes on this model)" if method == "prototypes" else "")
+        )
     if not 1 <= top_k <= model.num_classes:
         raise ValueError(f"top_k must be in 1..{model.num_classes}, got {top_k}")
     if limit is not None and limit < 1:

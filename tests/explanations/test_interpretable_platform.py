@@ -99,16 +99,26 @@ def test_a_bad_attribute_table_creates_no_run(shapes, tmp_path):
     assert not TrainingRun.objects.exists()
 
 
-def test_prototypes_refuse_a_model_without_prototypes(shapes, tmp_path):
-    from explanations.services import explanation_job_run
+def test_prototypes_and_concepts_refuse_a_model_of_another_kind(shapes, tmp_path):
+    from explanations.explainers.base import ExplainerConfigError
+    from explanations.explainers.interpretable import ConceptExplainer, PrototypeExplainer
+    from explanations.models import ExplanationJob
 
     run = world.train(shapes, "cbm", tmp_path)
-    job = world.explanation_job_create(
-        model=run.classifier, dataset=shapes, method="prototypes", top_k=2, split="test"
-    )
-    job = explanation_job_run(job_id=job.pk)
-    assert job.status == "failed"
-    assert "ProtoPNet" in job.error and "label_train" in job.error
+    with pytest.raises(
+        ValueError,
+        match=r"prototypes explain a protopnet model's own evidence.*"
+        r"--architecture protopnet.*posthoc_prototypes",
+    ):
+        world.explanation_job_create(
+            model=run.classifier, dataset=shapes, method="prototypes", top_k=2, split="test"
+        )
+    assert not ExplanationJob.objects.exists()  # refused before a job exists
+    net = classifier_load(run.classifier)
+    with pytest.raises(ExplainerConfigError, match="label_train DATASET --architecture protopnet"):
+        PrototypeExplainer(net)
+    with pytest.raises(ExplainerConfigError, match="not one"):
+        ConceptExplainer(torch.nn.Sequential(torch.nn.Conv2d(3, 2, 3)))
 
 
 def test_a_pickled_checkpoint_is_never_registered_as_a_protopnet(tmp_path, db):

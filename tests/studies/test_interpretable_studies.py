@@ -276,3 +276,38 @@ def test_posthoc_prototypes_of_a_plain_model_are_labelled_post_hoc(interpretable
     state = client.get(f"/api/p/{token}/").json()
     assert all(p["post_hoc"] for p in state["trial"]["prototypes"])
     assert "source_item" not in json.dumps(state)
+
+
+def test_instructions_describe_the_explanations_this_participant_will_see(
+    interpretable, researcher
+):
+    dataset, protopnet, cbm = interpretable
+    study = study_create(
+        spec=spec(
+            dataset,
+            protopnet,
+            cbm,
+            conditions=[
+                {"name": "prototypes", "method": "prototypes", "model": protopnet.name},
+                {"name": "concepts", "method": "concepts"},
+            ],
+            tasks=[{"type": "agreement"}],
+        ),
+        owner=researcher,
+        open_now=True,
+    )
+    client = Client()
+    page = client.get(f"/s/{study.slug}/")["Location"]
+    token = page.strip("/").split("/")[1]
+    client.post(f"/p/{token}/consent", {"consent": "yes"})
+    html = client.get(f"/p/{token}/").content.decode()
+    assert "<strong>prototypes</strong>" in html and "<strong>concepts</strong>" in html
+    assert "heatmaps" not in html  # no condition of this study shows one
+
+
+def test_more_prototypes_than_the_job_stored_is_refused(interpretable, researcher):
+    dataset, protopnet, cbm = interpretable
+    too_many = spec(dataset, protopnet, cbm)
+    too_many["conditions"][1]["prototypes"] = 5  # the job stored the top 3
+    with pytest.raises(StudyDesignError, match=r"5 prototypes per class asked.*hold 3.*top_k=5"):
+        study_create(spec=too_many, owner=researcher)

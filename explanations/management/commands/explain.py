@@ -185,8 +185,18 @@ class Command(ExampleCommand):
     def _wait(self, job: ExplanationJob, *, poll: float, timeout: float) -> None:
         started = time.monotonic()
         last = None
+        hinted = False
         while True:
             job.refresh_from_db()
+            if not hinted and job.status == JobStatus.PENDING and time.monotonic() - started > 30:
+                hinted = True
+                self.stdout.write(
+                    self.style.WARNING(
+                        f"  no worker has picked job #{job.pk} up after 30 s: is a Celery worker "
+                        "consuming queue gpu? Without a GPU: .venv/bin/celery -A studyplatform "
+                        "worker -Q gpu,cpu --concurrency 1"
+                    )
+                )
             state = (job.status, job.done_items, job.failed_items)
             if state != last:
                 self.stdout.write(
