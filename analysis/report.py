@@ -28,7 +28,7 @@ from analysis.stats.comparisons import (
     participant_accuracy,
     required_sample_size,
 )
-from analysis.stats.same_items import SameItems, same_items_tables
+from analysis.stats.same_items import SameItems, prototype_ratings_table, same_items_tables
 
 #: Largest number of scored answers of one task for which ``mixed="auto"`` fits the
 #: mixed-effects model in the report (variational Bayes over every participant and item
@@ -113,6 +113,10 @@ class StudyReport:
             Friedman (1937) row for 3+ conditions (chi-square, df = k - 1, p) and a Wilcoxon
             (1945) signed-rank row per pair (zeros dropped; n_nonzero, statistic, p, Holm p
             over the task's pairs, mean per-item difference a - b); a note where undefined.
+        prototype_ratings: HIVE's per-prototype similarity ratings (1-4) of agreement trials
+            with prototypes, per task x condition x model right / wrong / all: trials,
+            ratings, mean, share rated similar (3-4), and a Mann-Whitney U test of right
+            against wrong (:func:`analysis.stats.same_items.prototype_ratings_table`).
         warnings: degenerate data and fallbacks, in words.
         timings: seconds spent per section (for the benchmark and the progress display).
     """
@@ -135,6 +139,7 @@ class StudyReport:
     detection: pd.DataFrame = field(default_factory=pd.DataFrame)
     same_items: pd.DataFrame = field(default_factory=pd.DataFrame)
     same_items_tests: pd.DataFrame = field(default_factory=pd.DataFrame)
+    prototype_ratings: pd.DataFrame = field(default_factory=pd.DataFrame)
     warnings: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -301,6 +306,7 @@ def build_report(
         )
         totals = counts.groupby(["task", "condition"])["count"].transform("sum")
         confidence = counts.assign(share=counts["count"] / totals)
+    prototype_ratings = prototype_ratings_table(scored)
     done("confidence", t)
 
     t = time.perf_counter()
@@ -358,6 +364,7 @@ def build_report(
         detection=detection,
         same_items=same.conditions,
         same_items_tests=same.tests,
+        prototype_ratings=prototype_ratings,
         warnings=list(dict.fromkeys(notes)),
         timings=timings,
     )
@@ -457,6 +464,7 @@ def report_records(report: StudyReport) -> dict:
         "detection": frame_records(report.detection),
         "same_items": frame_records(report.same_items),
         "same_items_tests": frame_records(report.same_items_tests),
+        "prototype_ratings": frame_records(report.prototype_ratings),
         "warnings": report.warnings,
     }
 
@@ -558,6 +566,9 @@ def report_text(report: StudyReport) -> str:
     if not report.detection.empty:
         out += ["", "Detecting machine text (d′, criterion c; log-linear corrected)"]
         out.append(table_text(report.detection))
+    if not report.prototype_ratings.empty:
+        out += ["", "Prototype similarity ratings (1-4; HIVE), model right vs wrong"]
+        out.append(table_text(report.prototype_ratings))
     if not report.same_items.empty:
         out += ["", "Conditions compared on the same items (items answered under every condition)"]
         out.append(

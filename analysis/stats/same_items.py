@@ -29,6 +29,7 @@ No Django imports.
 from __future__ import annotations
 
 import itertools
+import json
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -40,6 +41,8 @@ from analysis.stats.comparisons import holm_adjust
 from analysis.stats.proportions import wilson_interval
 
 __all__ = [
+    "PROTOTYPE_RATING_COLUMNS",
+    "prototype_ratings_table",
     "SAME_ITEMS_CONDITION_COLUMNS",
     "SAME_ITEMS_TEST_COLUMNS",
     "WILCOXON_ZERO_METHOD",
@@ -378,3 +381,87 @@ def same_items_tables(scored: pd.DataFrame, *, by: str = "condition") -> SameIte
         pd.concat([p.tests for p in parts], ignore_index=True),
         tuple(w for p in parts for w in p.warnings),
     )
+
+
+PROTOTYPE_RATING_COLUMNS = [
+    "task",
+    "condition",
+    "model",
+    "n_trials",
+    "n_ratings",
+    "mean_rating",
+    "share_similar",
+    "p_right_vs_wrong",
+    "note",
+]
+
+
+def prototype_ratings_table(scored: pd.DataFrame) -> pd.DataFrame:
+    """HIVE's per-prototype similarity ratings, summarised (Kim et al., ECCV 2022, Sec. 5.2:
+    participants rated prototypes as similar about as often when the model was wrong).
+
+    Args:
+        scored: tidy answers (one row per response) with ``task``, ``condition``,
+            ``model_correct`` (bool) and ``answer_data`` (the structured answer as a JSON
+            string or dict; rated trials hold ``{"ratings": [1-4, ...]}``).
+
+    Returns:
+        One row per task x condition x model ("model right", "model wrong", "all") of trials
+        with ratings: ``n_trials``, ``n_ratings``, ``mean_rating`` in [1, 4],
+        ``share_similar`` (ratings 3 and 4, in [0, 1]); the "all" row holds
+        ``p_right_vs_wrong``, the two-sided Mann-Whitney U (1947) test of the ratings on
+        model-right against model-wrong trials (None with a note when either side has no
+        rating or all ratings are equal). Empty when no trial has ratings.
+    """
+    if scored.empty or "answer_data" not in scored.columns:
+        return pd.DataFrame(columns=PROTOTYPE_RATING_COLUMNS)
+
+    def ratings_of(raw) -> list[int]:
+        if isinstance(raw, str):
+            if not raw.startswith("{"):
+                return []
+            try:
+                raw = json.loads(raw)
+            except ValueError:
+                return []
+        if not isinstance(raw, dict):
+            return []
+        return [int(v) for v in raw.get("ratings") or []]
+
+    ratings = scored["answer_data"].map(ratings_of)
+    rated = scored.assign(_ratings=ratings)[ratings.map(len) > 0]
+    rows = []
+    for (task, condition), group in rated.groupby(["task", "condition"], sort=True):
+        split = {
+            "model right": group[group["model_correct"] == True],  # noqa: E712
+            "model wrong": group[group["model_correct"] == False],  # noqa: E712
+            "all": group,
+        }
+        values = {k: [r for rs in g["_ratings"] for r in rs] for k, g in split.items()}
+        for model, g in split.items():
+            v = values[model]
+            if not v:
+                continue
+            row = {
+                "task": task,
+                "condition": condition,
+                "model": model,
+                "n_trials": int(len(g)),
+                "n_ratings": len(v),
+                "mean_rating": float(np.mean(v)),
+                "share_similar": float(np.mean([r >= 3 for r in v])),
+                "p_right_vs_wrong": None,
+                "note": "",
+            }
+            if model == "all":
+                right, wrong = values["model right"], values["model wrong"]
+                if not right or not wrong:
+                    row["note"] = "ratings on one side only (model right or wrong): no test"
+                elif len(set(right) | set(wrong)) == 1:
+                    row["note"] = "all ratings equal: no test"
+                else:
+                    row["p_right_vs_wrong"] = float(
+                        _stats.mannwhitneyu(right, wrong, alternative="two-sided").pvalue
+                    )
+            rows.append(row)
+    return pd.DataFrame(rows, columns=PROTOTYPE_RATING_COLUMNS)

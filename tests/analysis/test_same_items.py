@@ -364,3 +364,35 @@ def test_a_text_study_has_no_classifier_and_gltr_counts_as_a_highlight(text_stud
     same = report.same_items.set_index("condition")
     assert set(same.index) == {"gltr", "plain"}
     assert (same["n_model_right"] == 0).all() and same["accuracy_model_right"].isna().all()
+
+
+def test_prototype_ratings_by_model_correctness():
+    import json
+
+    from scipy.stats import mannwhitneyu
+
+    from analysis.stats.same_items import prototype_ratings_table
+
+    right = [[4, 4, 3], [4, 3, 3]]
+    wrong = [[2, 1, 2], [3, 1, 1]]
+    rows = [
+        {"task": "agreement", "condition": "protos", "model_correct": ok, "answer_data": data}
+        for ok, group in ((True, right), (False, wrong))
+        for data in (json.dumps({"ratings": r}) for r in group)
+    ]
+    rows.append(  # no ratings: a heatmap trial of another condition
+        {"task": "agreement", "condition": "cam", "model_correct": True, "answer_data": ""}
+    )
+    table = prototype_ratings_table(pd.DataFrame(rows)).set_index("model")
+    assert list(table["condition"].unique()) == ["protos"]
+    assert table.loc["model right", "mean_rating"] == pytest.approx(21 / 6)
+    assert table.loc["model wrong", "mean_rating"] == pytest.approx(10 / 6)
+    assert table.loc["model right", "share_similar"] == 1.0
+    assert table.loc["model wrong", "share_similar"] == pytest.approx(1 / 6)
+    assert table.loc["all", "n_trials"] == 4 and table.loc["all", "n_ratings"] == 12
+    # U for "right" by hand: three 4s beat all six (18), three 3s beat five and tie one (16.5)
+    flat_r, flat_w = sum(right, []), sum(wrong, [])
+    test = mannwhitneyu(flat_r, flat_w, alternative="two-sided")
+    assert test.statistic == 34.5
+    assert table.loc["all", "p_right_vs_wrong"] == pytest.approx(test.pvalue)
+    assert test.pvalue < 0.01

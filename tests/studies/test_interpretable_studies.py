@@ -244,6 +244,10 @@ def test_bots_complete_it_and_the_analysis_compares_the_three_types(interpretabl
     same = report.same_items
     assert set(same["condition"]) == {"heatmap", "prototypes", "concepts"}
     assert set(same["explanation_type"]) == {"heatmap", "prototype", "concept"}
+    ratings = report.prototype_ratings.set_index("model")
+    assert set(report.prototype_ratings["condition"]) == {"prototypes"}
+    assert ratings.loc["all", "n_ratings"] == 3 * ratings.loc["all", "n_trials"]
+    assert 1.0 <= ratings.loc["all", "mean_rating"] <= 4.0
 
 
 def test_posthoc_prototypes_of_a_plain_model_are_labelled_post_hoc(interpretable, researcher):
