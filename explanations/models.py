@@ -18,6 +18,11 @@ class ModelKind(models.TextChoices):
     CBM = "cbm", "Concept-bottleneck model (safetensors with its own configuration)"
 
 
+#: Explanation methods that show a model's own evidence, and the model kind each needs
+#: (Chen et al., NeurIPS 2019; Koh et al., ICML 2020).
+OWN_EVIDENCE_KINDS = {"prototypes": ModelKind.PROTOPNET, "concepts": ModelKind.CBM}
+
+
 class ResizePolicy(models.TextChoices):
     CENTER_CROP = "center-crop", "Central square crop, then resize"
     RESIZE = "resize", "Resize the whole image (aspect ratio not kept)"

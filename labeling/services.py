@@ -425,23 +425,11 @@ def training_run_execute(*, run_id: int, echo=None) -> TrainingRun:
         dataset = run.dataset
         names, items, labels, images = _run_training_data(run, config.input_size, progress)
         result = cross_fit(images, labels, len(names), config, progress=progress)
-        test_acc, n_test = None, 0
-        if run.test_split:
-            test_rows = list(
-                _train_items(dataset, run.label_version, run.test_split).select_related("item")
-            )
-            if test_rows:
-                test_images = items_array([r.item for r in test_rows], config.input_size)
-                probs, _ = predict(result.model, test_images)
-                truth = np.array([r.label_index for r in test_rows])
-                test_acc = float((probs.argmax(1) == truth).mean())
-                n_test = len(test_rows)
+        test_acc, n_test = _test_accuracy(
+            run, config.input_size, lambda arr: predict(result.model, arr)[0], progress
+        )
         with tempfile.TemporaryDirectory() as tmp:
-            weights = Path(tmp) / "weights.safetensors"
-            state_dict_save(result.model, weights)
-            sha = hashlib.sha256(weights.read_bytes()).hexdigest()
-            with weights.open("rb") as fh:
-                run.weights.save(f"run-{run.pk}-{sha[:12]}.safetensors", File(fh), save=False)
+            weights, sha = _weights_store(run, result.model, state_dict_save, tmp)
             for field, array in (
                 ("item_ids", np.array([it.pk for it in items], dtype=np.int64)),
                 ("pred_probs", result.pred_probs.astype(np.float32)),
@@ -489,6 +477,34 @@ def training_run_execute(*, run_id: int, echo=None) -> TrainingRun:
     )
     run.refresh_from_db()
     return run
+
+
+def _test_accuracy(
+    run: TrainingRun, size: int, probabilities, progress
+) -> tuple[float | None, int]:
+    """Top-1 accuracy in [0, 1] of ``probabilities`` (uint8 images ``(N, S, S[, 3])`` ->
+    ``(N, K)``) on the run's test split against its label version, and the number of test
+    items; ``(None, 0)`` without a test split or items."""
+    if not run.test_split:
+        return None, 0
+    rows = list(_train_items(run.dataset, run.label_version, run.test_split).select_related("item"))
+    if not rows:
+        return None, 0
+    progress(1, 1, "testing")
+    probs = probabilities(items_array([r.item for r in rows], size))
+    truth = np.array([r.label_index for r in rows])
+    return float((probs.argmax(1) == truth).mean()), len(rows)
+
+
+def _weights_store(run: TrainingRun, model, save, tmp: str) -> tuple[Path, str]:
+    """Write ``model`` with ``save(model, path)`` to a safetensors file in ``tmp``, attach a
+    copy to ``run.weights`` (not yet saved to the row) and return the file and its SHA-256."""
+    weights = Path(tmp) / "weights.safetensors"
+    save(model, weights)
+    sha = hashlib.sha256(weights.read_bytes()).hexdigest()
+    with weights.open("rb") as fh:
+        run.weights.save(f"run-{run.pk}-{sha[:12]}.safetensors", File(fh), save=False)
+    return weights, sha
 
 
 def _run_failed(run: TrainingRun, exc: Exception) -> TrainingRun:
@@ -568,25 +584,11 @@ def _interpretable_execute(run: TrainingRun, progress) -> TrainingRun:
                 return predict_concepts(model, arr)[1]
 
             save, label = cbm_save, "CBM"
-        test_acc, n_test = None, 0
-        if run.test_split:
-            test_rows = list(
-                _train_items(run.dataset, run.label_version, run.test_split).select_related("item")
-            )
-            if test_rows:
-                progress(1, 1, "testing")
-                probs = probabilities(items_array([r.item for r in test_rows], config.input_size))
-                truth = np.array([r.label_index for r in test_rows])
-                test_acc = float((probs.argmax(1) == truth).mean())
-                n_test = len(test_rows)
+        test_acc, n_test = _test_accuracy(run, config.input_size, probabilities, progress)
         details["test_accuracy"] = test_acc
         details["test_items"] = n_test
         with tempfile.TemporaryDirectory() as tmp:
-            weights = Path(tmp) / "weights.safetensors"
-            save(model, weights)
-            sha = hashlib.sha256(weights.read_bytes()).hexdigest()
-            with weights.open("rb") as fh:
-                run.weights.save(f"run-{run.pk}-{sha[:12]}.safetensors", File(fh), save=False)
+            weights, sha = _weights_store(run, model, save, tmp)
             classifier = model_register(
                 name=f"{run.dataset.name} {label} (run {run.pk}, labels "
                 f"v{run.label_version.number})",

@@ -98,6 +98,23 @@ def input_channels(x: torch.Tensor, grey: bool) -> torch.Tensor:
     raise ValueError(f"input must have {want} channels, got {x.shape[1]}")
 
 
+def conv_blocks(in_channels: int, width: int) -> list[tuple[str, nn.Module]]:
+    """The two conv blocks of :class:`SmallCNN` (and the first two of ProtoPNet's backbone), as
+    named layers: ``conv1`` (``in_channels`` -> ``width``, 3x3, padding 1), ``bn1``,
+    ``relu1``, ``pool1`` (2x2 max), then ``conv2`` (-> ``2 * width``), ``bn2``, ``relu2``,
+    ``pool2``: an ``(N, in_channels, S, S)`` input becomes ``(N, 2 * width, S // 4, S // 4)``."""
+    return [
+        ("conv1", nn.Conv2d(in_channels, width, 3, padding=1)),
+        ("bn1", nn.BatchNorm2d(width)),
+        ("relu1", nn.ReLU()),
+        ("pool1", nn.MaxPool2d(2)),
+        ("conv2", nn.Conv2d(width, 2 * width, 3, padding=1)),
+        ("bn2", nn.BatchNorm2d(2 * width)),
+        ("relu2", nn.ReLU()),
+        ("pool2", nn.MaxPool2d(2)),
+    ]
+
+
 class SmallCNN(nn.Module):
     """Two conv blocks and a hidden layer; ~0.2 M parameters at width 16, 10 classes.
 
@@ -151,21 +168,7 @@ class SmallCNN(nn.Module):
         self.embedding_dim = int(embedding_dim)
         self.mean = float(mean)
         self.std = float(std)
-        in_channels = 1 if grey else 3
-        self.features = nn.Sequential(
-            OrderedDict(
-                [
-                    ("conv1", nn.Conv2d(in_channels, width, 3, padding=1)),
-                    ("bn1", nn.BatchNorm2d(width)),
-                    ("relu1", nn.ReLU()),
-                    ("pool1", nn.MaxPool2d(2)),
-                    ("conv2", nn.Conv2d(width, 2 * width, 3, padding=1)),
-                    ("bn2", nn.BatchNorm2d(2 * width)),
-                    ("relu2", nn.ReLU()),
-                    ("pool2", nn.MaxPool2d(2)),
-                ]
-            )
-        )
+        self.features = nn.Sequential(OrderedDict(conv_blocks(1 if grey else 3, width)))
         self.pool = nn.AdaptiveAvgPool2d(7)
         self.embedding = nn.Sequential(
             OrderedDict(

@@ -35,11 +35,11 @@ from django.utils.text import slugify
 
 from explanations import rendering
 from explanations.models import (
+    OWN_EVIDENCE_KINDS,
     ClassifierModel,
     Dataset,
     Explanation,
     Item,
-    ModelKind,
     Prediction,
 )
 from explanations.services import explanation_array_load, item_model_view
@@ -52,9 +52,7 @@ NO_EXPLANATION = "none"
 SIMILARITY_CROP = 128  # pixels per side of the similarity regions
 PROTOTYPES = "prototypes"
 CONCEPTS = "concepts"
-#: Methods that explain an interpretable model with its own evidence, and the model kind
-#: each needs (Chen et al., NeurIPS 2019; Koh et al., ICML 2020).
-STRUCTURED_METHODS = {PROTOTYPES: ModelKind.PROTOPNET, CONCEPTS: ModelKind.CBM}
+STRUCTURED_METHODS = OWN_EVIDENCE_KINDS  # method -> the model kind it needs
 POSTHOC_PROTOTYPES = "posthoc_prototypes"  # nearest training patches of any CNN (post-hoc)
 PROTOTYPE_METHODS = (PROTOTYPES, POSTHOC_PROTOTYPES)
 #: Methods whose evidence is shown as prototype pairs or concept sums, not as heatmaps.

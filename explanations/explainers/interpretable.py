@@ -285,8 +285,14 @@ class PosthocPrototypeExplainer(Explainer):
             raise ExplainerConfigError(
                 "post-hoc prototypes need labelled training images (one class and id each)"
             )
-        self.bank = PatchBank(self.model, self.layer, inputs, metric=self.metric)
-        self.classes, self.item_ids = classes, list(item_ids)
+        self.bank_attach(
+            PatchBank(self.model, self.layer, inputs, metric=self.metric), classes, item_ids
+        )
+
+    def bank_attach(self, bank, classes, item_ids) -> None:
+        """Use an already built :class:`~explanations.prototypes.posthoc.PatchBank` of this
+        model and layer, with the ``(N,)`` classes and ``N`` item ids of its images."""
+        self.bank, self.classes, self.item_ids = bank, np.asarray(classes), list(item_ids)
 
     def _attribute(self, inputs: torch.Tensor, targets: tuple[int, ...]):
         from explanations.prototypes.posthoc import layer_features

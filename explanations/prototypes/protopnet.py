@@ -83,6 +83,7 @@ from labeling.training import (
     _one_cycle,
     _steps,
     _to_input,
+    conv_blocks,
     input_channels,
     safetensors_write,
 )
@@ -169,14 +170,7 @@ class ProtoPNet(nn.Module):
         self.features = nn.Sequential(
             OrderedDict(
                 [
-                    ("conv1", nn.Conv2d(1 if grey else 3, w, 3, padding=1)),
-                    ("bn1", nn.BatchNorm2d(w)),
-                    ("relu1", nn.ReLU()),
-                    ("pool1", nn.MaxPool2d(2)),
-                    ("conv2", nn.Conv2d(w, 2 * w, 3, padding=1)),
-                    ("bn2", nn.BatchNorm2d(2 * w)),
-                    ("relu2", nn.ReLU()),
-                    ("pool2", nn.MaxPool2d(2)),
+                    *conv_blocks(1 if grey else 3, w),
                     ("conv3", nn.Conv2d(2 * w, 4 * w, 3, padding=1)),
                     ("bn3", nn.BatchNorm2d(4 * w)),
                     ("relu3", nn.ReLU()),

@@ -7,6 +7,7 @@ import io
 import json
 import logging
 import os
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ from ..modelio import (
     pixels_to_input,
 )
 from ..models import (
+    OWN_EVIDENCE_KINDS,
     ClassifierModel,
     Dataset,
     Explanation,
@@ -108,7 +110,7 @@ def explanation_job_create(
         raise ValueError(f"params must be JSON: {exc}") from None
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    needs = {"prototypes": ModelKind.PROTOPNET, "concepts": ModelKind.CBM}.get(method)
+    needs = OWN_EVIDENCE_KINDS.get(method)
     if needs is not None and model.kind != needs:
         raise ValueError(
             f"{method} explain a {needs} model's own evidence and {model.name!r} is not one; "
@@ -447,14 +449,35 @@ def _explainer_build(
         ) from None
 
 
+#: The training patches of the last post-hoc prototype job this process ran, by job (id and
+#: creation time, as ids can be reused after a database reset), weights and device: a job runs
+#: as many batch tasks, and each would otherwise decode the training images and run the
+#: network over them again.
+_PATCH_BANKS: dict[tuple, tuple] = {}
+_PATCH_BANKS_LOCK = threading.Lock()
+
+
 def _training_patches_set(explainer, job: ExplanationJob, device) -> None:
     """Give a post-hoc prototype explainer its training patches: the first
     ``explainer.bank_per_class`` labelled items of each class in split
-    ``explainer.bank_split`` of the job's dataset, as the model sees them.
+    ``explainer.bank_split`` of the job's dataset, as the model sees them; built once per job
+    and process (:data:`_PATCH_BANKS`).
 
     Raises:
         ExplainerConfigError: no labelled item in that split.
     """
+    key = (job.pk, job.created_at.isoformat(), job.model.weights_sha256, str(device))
+    with _PATCH_BANKS_LOCK:
+        cached = _PATCH_BANKS.get(key)
+        if cached is None:
+            _training_patches_build(explainer, job, device)
+            _PATCH_BANKS.clear()
+            _PATCH_BANKS[key] = (explainer.bank, explainer.classes, explainer.item_ids)
+        else:
+            explainer.bank_attach(*cached)
+
+
+def _training_patches_build(explainer, job: ExplanationJob, device) -> None:
     per_class = explainer.bank_per_class
     counts: dict[int, int] = {}
     chosen = []

@@ -256,3 +256,59 @@ def test_posthoc_prototypes_without_training_items_fail_with_the_reason(shapes, 
     job = world.explanation_job_run(job_id=job.pk)
     assert job.status == "failed"
     assert "none in split 'validation'" in job.error
+
+
+def test_the_training_patches_are_built_once_per_job_not_per_batch(shapes, tmp_path, monkeypatch):
+    from explanations.prototypes import posthoc
+
+    run = world.train(shapes, "cbm", tmp_path)
+    built = []
+    real_init = posthoc.PatchBank.__init__
+
+    def counting_init(self, *args, **kwargs):
+        built.append(1)
+        real_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(posthoc.PatchBank, "__init__", counting_init)
+    job = world.explanation_job_create(
+        model=run.classifier,
+        dataset=shapes,
+        method="posthoc_prototypes",
+        top_k=2,
+        split="test",
+        params={"bank_per_class": 4},
+    )
+    ids = list(job.job_items.order_by("id").values_list("item_id", flat=True))
+    for batch in (ids[:6], ids[6:12], ids[12:]):  # three batch tasks of one job
+        world.explanation_job_run(job_id=job.pk, item_ids=batch)
+    job.refresh_from_db()
+    assert job.status == "succeeded" and job.done_items == 18
+    assert len(built) == 1
+
+
+def test_explain_refuses_an_empty_split_or_limit_and_creates_no_job(shapes):
+    from django.core.management import CommandError, call_command
+
+    from explanations.models import ClassifierModel, ExplanationJob
+
+    model = ClassifierModel.objects.create(
+        name="m",
+        kind="factory",
+        architecture="labeling.training:small_cnn",
+        weights_path="/nonexistent",
+        weights_sha256="0" * 64,
+        class_names=world.CLASSES,
+        input_size=28,
+        normalization_mean=[0, 0, 0],
+        normalization_std=[1, 1, 1],
+    )
+    base = ["explain", "--model", model.name, "--dataset", "shapes", "--method", "gradcam"]
+    with pytest.raises(CommandError, match="has no items in split 'validation'"):
+        call_command(*base, "--split", "validation")
+    with pytest.raises(CommandError, match="limit must be >= 1, got 0"):
+        call_command(*base, "--limit", "0")
+    assert not ExplanationJob.objects.exists()
+    call_command(*base, "--split", "test", "--limit", "5")
+    job = ExplanationJob.objects.get()
+    items = list(job.job_items.values_list("item__name", flat=True))
+    assert job.total_items == 5 and items == [f"test-{i:03d}" for i in range(5)]
